@@ -1,0 +1,243 @@
+"""The ``floorctl`` command line. Plugins add commands through ``floorctl_add_commands``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+import pluggy
+
+from floorctl import __version__
+from floorctl.config import Config, ConfigError, load_config
+from floorctl.kinds import KindRegistry
+from floorctl.model import Quality, Reading
+from floorctl.pluginmanager import collect_kinds, get_plugin_manager, plugin_names
+
+DEFAULT_CONFIG = "devices.toml"
+
+
+class Ctx:
+    def __init__(self, pm: pluggy.PluginManager | None = None) -> None:
+        self.pm = pm or get_plugin_manager()
+        self.kinds: KindRegistry = collect_kinds(self.pm)
+
+    def load(self, path: str) -> Config:
+        try:
+            return load_config(path, self.kinds)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                click.echo(problem.format(exc.filename), err=True)
+            n = len(exc.problems)
+            click.echo(f"{n} problem{'s' if n != 1 else ''} in {exc.filename}", err=True)
+            sys.exit(1)
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if verbose < 2:
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="floorctl")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """floorctl: the production-floor controller for 503B outsourcing facilities."""
+    ctx.ensure_object(Ctx)
+
+
+config_argument = click.argument("file", default=DEFAULT_CONFIG, type=click.Path(dir_okay=False))
+
+
+@cli.command("check-config")
+@config_argument
+@click.pass_obj
+def check_config(obj: Ctx, file: str) -> None:
+    """Check a devices.toml; list every problem with its key path and line.
+
+    Exit 0 when clean, 1 when there are problems, 2 on a usage error.
+    """
+    config = obj.load(file)
+    click.echo(
+        f"{file}: ok: {len(config.rooms)} rooms, {len(config.devices)} devices, "
+        f"{sum(len(d.fields) for d in config.devices)} points, "
+        f"{len(config.mqtt)} MQTT and {len(config.modbus)} Modbus connections"
+    )
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect the configuration format."""
+
+
+@config_group.command("schema")
+@click.pass_obj
+def config_schema(obj: Ctx) -> None:
+    """Print the JSON Schema of devices.toml (including every installed kind's options)."""
+    from floorctl.schema import json_schema
+
+    click.echo(json.dumps(json_schema(obj.kinds), indent=2))
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def plugins(obj: Ctx, as_json: bool) -> None:
+    """List plugins, the device kinds they register and the hooks they implement."""
+    rows = plugin_names(obj.pm)
+    kinds_by_plugin: dict[str, list[str]] = {}
+    for kind in obj.kinds:
+        kinds_by_plugin.setdefault(obj.kinds.owner(kind.name), []).append(kind.name)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {"name": n, "origin": o, "hooks": h, "kinds": kinds_by_plugin.get(n, [])}
+                    for n, o, h in rows
+                ],
+                indent=2,
+            )
+        )
+        return
+    for name, origin, hooks in rows:
+        click.echo(f"{name}  ({origin})")
+        for kname in kinds_by_plugin.get(name, []):
+            kind = obj.kinds.get(kname)
+            assert kind is not None
+            click.echo(f"  kind {kname:<14} via {kind.transport.value:<7} {kind.description}")
+        click.echo(f"  hooks: {', '.join(hooks) or '-'}")
+    click.echo(
+        f"\nhooks: {', '.join(sorted(h for h in dir(obj.pm.hook) if h.startswith('floorctl_')))}"
+    )
+
+
+def format_reading(r: Reading, room: str | None = None) -> str:
+    when = dt.datetime.fromtimestamp(r.receive_time, dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+    value = (
+        "-"
+        if r.value is None
+        else (f"{r.value:.6g}" if isinstance(r.value, float) else str(r.value))
+    )
+    unit = f" {r.unit}" if r.unit and r.value is not None else ""
+    flag = (
+        "" if r.quality is Quality.GOOD else f"  [{r.quality}{': ' + r.detail if r.detail else ''}]"
+    )
+    where = f"{room}  " if room else ""
+    return f"{when}Z  {where}{r.device}/{r.point} = {value}{unit}{flag}"
+
+
+@cli.command("run")
+@config_argument
+@click.option("--once", is_flag=True, help="Read every device once, print the readings and exit.")
+@click.option("--print", "print_readings", is_flag=True, help="Also print every reading to stdout.")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+@click.pass_obj
+def run(obj: Ctx, file: str, once: bool, print_readings: bool, verbose: int, quiet: bool) -> None:
+    """Run the floor: read every device of FILE and publish the live floor on MQTT."""
+    _setup_logging(verbose, quiet)
+    config = obj.load(file)
+    if once:
+        sys.exit(asyncio.run(_run_once(obj, config)))
+    asyncio.run(_run_floor(obj, config, print_readings))
+
+
+async def _run_floor(obj: Ctx, config: Config, print_readings: bool) -> None:
+    from floorctl.daemon import Floor
+
+    rooms = {d.id: d.room for d in config.devices}
+    sinks = []
+    if print_readings:
+        sinks.append(lambda r: click.echo(format_reading(r, rooms.get(r.device))))
+    floor = Floor(config, obj.pm, obj.kinds, sinks=sinks)
+    floor.install_signal_handlers()
+    logging.getLogger("floorctl").info(
+        "floor %s: %d devices, publishing under %s/ on %s",
+        config.floor.id,
+        len(floor.devices),
+        config.floor.prefix,
+        config.state_connection.name,
+    )
+    await floor.run()
+
+
+async def _run_once(obj: Ctx, config: Config) -> int:
+    """Like Telegraf's --test: each device read once, readings printed, nothing published."""
+    from floorctl.daemon import Floor
+
+    floor = Floor(config, obj.pm, obj.kinds, publish=False)
+    hub_tasks = [asyncio.create_task(hub.run()) for hub in floor.hubs.values()]
+    silent: list[str] = []
+    try:
+
+        async def one(rt: Any) -> list[Reading]:
+            kind = obj.kinds.get(rt.config.kind)
+            driver = kind.driver(rt.ctx)  # type: ignore[union-attr]
+            wait = max(float(rt.config.interval) * 3, float(rt.config.request_timeout) + 1.0)
+            try:
+                if rt.ctx.hub is not None and hasattr(rt.ctx.hub, "wait_connected"):
+                    await rt.ctx.hub.wait_connected(timeout=wait)
+                await driver.start()
+                return await driver.read_once(wait)
+            except (TimeoutError, Exception) as exc:
+                rt.ctx.counters.error(str(exc) or type(exc).__name__)
+                return []
+            finally:
+                await driver.stop()
+
+        active = [rt for rt in floor.devices.values() if rt.config.enabled]
+        results = await asyncio.gather(*(one(rt) for rt in active))
+        for rt, readings in zip(active, results, strict=True):
+            if not readings:
+                silent.append(f"{rt.config.id}: {rt.ctx.counters.last_error or 'no reading'}")
+            for r in readings:
+                click.echo(format_reading(r, rt.config.room))
+    finally:
+        for t in hub_tasks:
+            t.cancel()
+        await asyncio.gather(*hub_tasks, return_exceptions=True)
+    for line in silent:
+        click.echo(f"no reading from {line}", err=True)
+    return 1 if silent else 0
+
+
+@cli.command("simulate")
+@config_argument
+@click.option(
+    "--seed", type=int, default=None, help="Seed for the signal models (default: fixed per device)."
+)
+@click.option("-v", "--verbose", count=True)
+@click.pass_obj
+def simulate(obj: Ctx, file: str, seed: int | None, verbose: int) -> None:
+    """Serve every device of FILE from protocol-true simulators (Modbus TCP, MQTT)."""
+    _setup_logging(verbose, False)
+    config = obj.load(file)
+    from simulators.serve import serve
+
+    async def main() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(config, seed=seed, stop=stop)
+
+    asyncio.run(main())
+
+
+def main() -> None:
+    pm = get_plugin_manager()
+    pm.hook.floorctl_add_commands(cli=cli)
+    try:
+        cli(obj=Ctx(pm))
+    except KeyboardInterrupt:
+        sys.exit(130)

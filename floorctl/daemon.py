@@ -1,0 +1,422 @@
+"""The floor supervisor: every hub and device under one TaskGroup.
+
+A device or hub failing never takes the floor down: each device task catches what its driver
+raises, counts it, backs off and starts the driver again. Stale detection runs over every point
+and device: no value within ``max(3 x interval, expire_after)`` makes the point stale and the
+device comm-lost (an event), and the next reading is a recovery (an event too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiomqtt
+import pluggy
+from attrs import define, field
+
+from floorctl import __version__
+from floorctl.config import Config, DeviceConfig, ModbusConnection, MqttConnection
+from floorctl.driver import DeviceContext, DeviceUnavailable, Driver
+from floorctl.hubs.modbus import ModbusHub
+from floorctl.hubs.mqtt import MqttHub, NotConnected
+from floorctl.kinds import KindRegistry
+from floorctl.model import SCHEMA_VERSION, Event, EventKind, Quality, Reading
+from floorctl.publisher import StatePublisher, Topics, dumps
+
+log = logging.getLogger("floorctl.daemon")
+
+ReadingSink = Callable[[Reading], None]
+
+
+class DeviceState:
+    STARTING = "starting"
+    ONLINE = "online"
+    COMM_LOSS = "comm-loss"
+    ERROR = "error"  # the driver itself failed; restarting with backoff
+    DISABLED = "disabled"
+
+
+@define(eq=False)
+class DeviceRuntime:
+    config: DeviceConfig
+    ctx: DeviceContext
+    driver: Driver | None = None
+    state: str = DeviceState.STARTING
+    state_since: float = field(factory=time.time)
+    last_seen: float | None = None  # monotonic time of the last reading of any point
+    started: float = field(factory=time.monotonic)
+
+
+def hub_client_id(config: Config, conn: MqttConnection) -> str:
+    return conn.client_id or f"floorctl-{config.floor.id}-{conn.name}"
+
+
+class Floor:
+    """Runs one floor: hubs, devices, stale detection, state publishing."""
+
+    def __init__(
+        self,
+        config: Config,
+        pm: pluggy.PluginManager,
+        kinds: KindRegistry,
+        *,
+        sinks: list[ReadingSink] | None = None,
+        publish: bool = True,
+    ) -> None:
+        self.config = config
+        self.pm = pm
+        self.kinds = kinds
+        self.sinks = list(sinks or [])
+        self.topics = Topics(config.floor.prefix)
+        self.started_at = time.time()
+        self.readings_total = 0
+        self.bad_total = 0
+        self.hook_errors = 0
+        self.hubs: dict[str, MqttHub | ModbusHub] = {}
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._point_seen: dict[tuple[str, str], float] = {}  # monotonic time of last reading
+        self._point_last: dict[tuple[str, str], Reading] = {}
+        self._stale: set[tuple[str, str]] = set()
+        self._stopping = asyncio.Event()
+
+        state_conn = config.state_connection
+        for conn in config.mqtt:
+            will = None
+            if publish and conn is state_conn:
+                will = aiomqtt.Will(
+                    self.topics.status, dumps(self._status("offline")), qos=1, retain=True
+                )
+            hub = MqttHub(conn, hub_client_id(config, conn), on_event=self.emit_event, will=will)
+            self.hubs[conn.name] = hub
+        for mconn in config.modbus:
+            self.hubs[mconn.name] = ModbusHub(mconn, on_event=self.emit_event)
+        self.state_hub: MqttHub = self.hubs[state_conn.name]  # type: ignore[assignment]
+        self.publisher: StatePublisher | None = None
+        if publish:
+            self.state_hub.on_connect.append(self._birth)
+            deadbands = {(d.id, f.name): f.deadband for d in config.devices for f in d.fields}
+            self.publisher = StatePublisher(
+                self.state_hub,
+                self.topics,
+                republish=float(config.floor.republish),
+                deadbands=deadbands,
+            )
+            self.sinks.append(self.publisher.offer)
+
+        self.devices: dict[str, DeviceRuntime] = {}
+        for d in config.devices:
+            ctx = DeviceContext(
+                device=d,
+                options=config.device_options.get(d.id),
+                hub=self.hubs.get(d.via) if d.via else None,
+                room=config.room(d.room),
+                log=logging.getLogger(f"floorctl.device.{d.id}"),
+            )
+            rt = DeviceRuntime(d, ctx)
+            if not d.enabled:
+                rt.state = DeviceState.DISABLED
+            self.devices[d.id] = rt
+
+    # --- payloads ----------------------------------------------------------------------------
+
+    def _status(self, state: str) -> dict[str, Any]:
+        return {
+            "v": SCHEMA_VERSION,
+            "state": state,
+            "floor": self.config.floor.id,
+            "version": __version__,
+            "pid": os.getpid(),
+            "since": self.started_at,
+            "config_sha256": self.config.sha256,
+            "time": time.time(),
+        }
+
+    def _device_status(self, rt: DeviceRuntime) -> dict[str, Any]:
+        d = rt.config
+        return {
+            "v": SCHEMA_VERSION,
+            "device": d.id,
+            "name": d.name,
+            "kind": d.kind,
+            "room": d.room,
+            "via": d.via,
+            "state": rt.state,
+            "since": rt.state_since,
+            "interval": float(d.interval),
+            "stale_after": d.stale_after,
+            "counters": rt.ctx.counters.as_payload(),
+            "time": time.time(),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        hubs = {name: hub.counters.as_payload() for name, hub in self.hubs.items()}
+        return {
+            "v": SCHEMA_VERSION,
+            "readings": self.readings_total,
+            "bad": self.bad_total,
+            "hook_errors": self.hook_errors,
+            "stale_points": len(self._stale),
+            "devices": {
+                s: sum(1 for r in self.devices.values() if r.state == s)
+                for s in (
+                    DeviceState.ONLINE,
+                    DeviceState.COMM_LOSS,
+                    DeviceState.STARTING,
+                    DeviceState.ERROR,
+                    DeviceState.DISABLED,
+                )
+            },
+            "hubs": hubs,
+            "publisher": self.publisher.counters.as_payload() if self.publisher else None,
+            "publish_backlog": self.publisher.backlog if self.publisher else 0,
+            "time": time.time(),
+        }
+
+    async def _birth(self, hub: MqttHub) -> None:
+        await hub.publish(self.topics.status, dumps(self._status("online")), qos=1, retain=True)
+        for rt in self.devices.values():
+            await hub.publish(
+                self.topics.device_status(rt.config.id),
+                dumps(self._device_status(rt)),
+                qos=1,
+                retain=True,
+            )
+
+    # --- ingest ------------------------------------------------------------------------------
+
+    def ingest(self, device: DeviceRuntime, batch: list[Reading]) -> None:
+        """Every reading of every device passes here: counters, staleness, sinks, hooks."""
+        now = time.monotonic()
+        device.last_seen = now
+        counters = device.ctx.counters
+        if device.state != DeviceState.ONLINE:
+            self._set_state(device, DeviceState.ONLINE)
+        on_reading = self.pm.hook.floorctl_on_reading
+        has_hooks = bool(on_reading.get_hookimpls())
+        for r in batch:
+            key = (r.device, r.point)
+            self.readings_total += 1
+            counters.readings += 1
+            if r.quality is not Quality.GOOD:
+                self.bad_total += 1
+                counters.bad += 1
+            counters.last_reading_time = r.receive_time
+            self._point_seen[key] = now
+            self._point_last[key] = r
+            self._stale.discard(key)
+            for sink in self.sinks:
+                sink(r)
+            if has_hooks:
+                try:
+                    on_reading(reading=r)
+                except Exception:  # a plugin bug never stops ingest
+                    self.hook_errors += 1
+                    log.exception("floorctl_on_reading failed")
+
+    def emit_event(self, event: Event) -> None:
+        self._events.put_nowait(event)
+
+    def _set_state(self, rt: DeviceRuntime, state: str, detail: str = "") -> None:
+        old = rt.state
+        rt.state = state
+        rt.state_since = time.time()
+        if state == DeviceState.COMM_LOSS:
+            self.emit_event(Event(EventKind.COMM_LOSS, rt.config.id, detail))
+        elif state == DeviceState.ONLINE and old == DeviceState.COMM_LOSS:
+            self.emit_event(Event(EventKind.COMM_RESTORED, rt.config.id, "readings again"))
+        self._publish_soon(self.topics.device_status(rt.config.id), self._device_status(rt))
+
+    def _publish_soon(self, topic: str, payload: dict[str, Any], *, retain: bool = True) -> None:
+        if self.publisher is None:
+            return
+        asyncio.get_running_loop().create_task(self._publish_quietly(topic, payload, retain))
+
+    async def _publish_quietly(self, topic: str, payload: dict[str, Any], retain: bool) -> None:
+        try:
+            await self.state_hub.publish(topic, dumps(payload), qos=1, retain=retain)
+        except NotConnected:
+            pass  # device status is republished in full on every (re)connect
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    async def _run_device(self, rt: DeviceRuntime) -> None:
+        kind = self.kinds.get(rt.config.kind)
+        assert kind is not None  # checked by the config loader
+        backoff = 1.0
+        while True:
+            driver: Driver | None = None
+            try:
+                driver = kind.driver(rt.ctx)
+                rt.driver = driver
+                await driver.start()
+                backoff = 1.0
+                async for batch in driver.readings():
+                    self.ingest(rt, batch)
+                raise RuntimeError("driver stopped yielding readings")
+            except asyncio.CancelledError:
+                raise
+            except DeviceUnavailable as exc:
+                rt.ctx.counters.error(str(exc))
+            except Exception as exc:  # a driver bug never takes the floor down
+                rt.ctx.counters.error(f"{type(exc).__name__}: {exc}")
+                log.exception(
+                    "device %s: driver failed; restarting in %.0fs", rt.config.id, backoff
+                )
+                if rt.state != DeviceState.COMM_LOSS:
+                    self._set_state(rt, DeviceState.ERROR, str(exc))
+            finally:
+                if driver is not None:
+                    try:
+                        await driver.stop()
+                    except Exception:
+                        log.debug("device %s: stop failed", rt.config.id, exc_info=True)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 60.0)
+
+    async def _watch_stale(self) -> None:
+        """Mark points stale and devices comm-lost when values stop arriving."""
+        while True:
+            await asyncio.sleep(0.25)
+            self.check_stale(time.monotonic())
+
+    def check_stale(self, now: float) -> None:
+        for rt in self.devices.values():
+            if rt.state == DeviceState.DISABLED:
+                continue
+            limit = rt.config.stale_after
+            last = rt.last_seen if rt.last_seen is not None else rt.started
+            if now - last > limit and rt.state != DeviceState.COMM_LOSS:
+                age = f"no reading for {now - last:.1f}s (limit {limit:g}s)"
+                self._set_state(rt, DeviceState.COMM_LOSS, age)
+            for f in rt.config.fields:
+                key = (rt.config.id, f.name)
+                seen = self._point_seen.get(key, rt.started)
+                if key not in self._stale and now - seen > limit:
+                    self._stale.add(key)
+                    prev = self._point_last.get(key)
+                    stale = Reading(
+                        rt.config.id,
+                        f.name,
+                        prev.value if prev else None,
+                        Quality.STALE,
+                        source_time=prev.source_time if prev else None,
+                        unit=f.unit,
+                        detail=f"no value for {now - seen:.1f}s",
+                    )
+                    self._point_last[key] = stale
+                    for sink in self.sinks:
+                        sink(stale)
+
+    async def _dispatch_events(self) -> None:
+        while True:
+            event = await self._events.get()
+            log.info("event %s %s %s", event.kind, event.source, event.detail)
+            try:
+                self.pm.hook.floorctl_on_event(event=event)
+            except Exception:
+                self.hook_errors += 1
+                log.exception("floorctl_on_event failed")
+            if self.publisher is None:
+                continue
+            # Events are facts (comm loss during a broker outage is exactly the one that
+            # matters): wait for the broker and keep their order rather than drop them.
+            while True:
+                await self.state_hub.connected.wait()
+                try:
+                    await self.state_hub.publish(
+                        self.topics.events, dumps(event.as_payload()), qos=1
+                    )
+                    break
+                except NotConnected:
+                    await asyncio.sleep(0.2)
+
+    async def _publish_stats(self) -> None:
+        while True:
+            await asyncio.sleep(float(self.config.floor.stats_interval))
+            if self.publisher is None:
+                continue
+            try:
+                await self.state_hub.publish(
+                    self.topics.stats, dumps(self.stats()), qos=0, retain=True
+                )
+                for rt in self.devices.values():
+                    await self.state_hub.publish(
+                        self.topics.device_status(rt.config.id),
+                        dumps(self._device_status(rt)),
+                        qos=0,
+                        retain=True,
+                    )
+            except NotConnected:
+                pass
+
+    async def _guard(self, factory: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run a floor-wide task; if it ever fails, log it and start it again."""
+        while True:
+            try:
+                await factory()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; restarting it in 1s", what)
+                await asyncio.sleep(1.0)
+
+    async def run(self) -> None:
+        """Run until ``stop()`` is called (or a signal arrives, if installed)."""
+        self.emit_event(Event(EventKind.DAEMON_START, "daemon", f"floorctl {__version__}"))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self._guard(hub.run, f"hub {name}"), name=f"hub {name}")
+                    for name, hub in self.hubs.items()
+                ]
+                if self.publisher is not None:
+                    tasks.append(tg.create_task(self._guard(self.publisher.run, "publisher")))
+                tasks.append(tg.create_task(self._guard(self._dispatch_events, "events")))
+                tasks.append(tg.create_task(self._guard(self._watch_stale, "stale detection")))
+                tasks.append(tg.create_task(self._guard(self._publish_stats, "stats")))
+                for rt in self.devices.values():
+                    if rt.state != DeviceState.DISABLED:
+                        rt.started = time.monotonic()
+                        tasks.append(
+                            tg.create_task(self._run_device(rt), name=f"device {rt.config.id}")
+                        )
+                await self._stopping.wait()
+                await self._say_goodbye()
+                for t in tasks:
+                    t.cancel()
+        finally:
+            for hub in self.hubs.values():
+                if isinstance(hub, ModbusHub):
+                    hub.close()
+
+    async def _say_goodbye(self) -> None:
+        """A clean stop publishes "offline" itself (the will fires only on a crash)."""
+        if self.publisher is None or not self.state_hub.connected.is_set():
+            return
+        try:
+            async with asyncio.timeout(1.0):
+                await self.state_hub.publish(
+                    self.topics.status, dumps(self._status("offline")), qos=1, retain=True
+                )
+        except (TimeoutError, NotConnected):
+            log.warning("could not publish the offline status before stopping")
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+
+
+def connection_summary(conn: MqttConnection | ModbusConnection) -> str:
+    kind = "mqtt" if isinstance(conn, MqttConnection) else "modbus"
+    return f"{kind} {conn.name} {conn.host}:{conn.port}"

@@ -1,0 +1,70 @@
+"""Every floorctl hook. docs/plugins.md documents each one under its exact signature.
+
+Hook names follow ``floorctl_<verb>_<noun>``: ``register_*`` receive a registry object,
+``add_*`` mutate a host object, ``on_*`` are notifications that return None and must not block.
+pluggy has no async support: hooks return objects, and the daemon awaits methods on them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from floorctl.kinds import KindRegistry
+    from floorctl.model import Event, Reading
+
+hookspec = pluggy.HookspecMarker("floorctl")
+
+
+# --- registration --------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def floorctl_register_kinds(registry: KindRegistry) -> None:
+    """Register device kinds.
+
+    Call ``registry.add(Kind(...))`` once per kind. A kind is an attrs options class (the shape
+    of ``[device.options]``) plus a driver factory; see docs/plugins.md.
+
+    :param registry: the floor's kind registry.
+    """
+
+
+# --- command line --------------------------------------------------------------------------
+
+
+@hookspec
+def floorctl_add_commands(cli: click.Group) -> None:
+    """Add commands to the ``floorctl`` command line.
+
+    :param cli: the top-level click group; call ``cli.add_command(...)`` or decorate with
+        ``@cli.command()``.
+    """
+
+
+# --- runtime notifications -----------------------------------------------------------------
+
+
+@hookspec
+def floorctl_on_reading(reading: Reading) -> None:
+    """Called for every reading the daemon ingests, good or bad, in arrival order.
+
+    Runs on the daemon's event loop: it must return quickly and must not block. An exception
+    raised here is logged and counted; it never stops ingest.
+
+    :param reading: the reading, frozen.
+    """
+
+
+@hookspec
+def floorctl_on_event(event: Event) -> None:
+    """Called for every floor event: comm loss and recovery, hub up/down, queue overflow.
+
+    Same rules as ``floorctl_on_reading``: quick, non-blocking, exceptions are logged.
+
+    :param event: the event, frozen.
+    """

@@ -1,0 +1,278 @@
+"""One aiomqtt client per ``[[mqtt]]`` connection.
+
+- Reconnects with capped exponential backoff (aiomqtt's ``while True: try: async with``
+  pattern); the first failure of an outage is logged as a warning, the rest at debug.
+- Subscriptions live in a table and are replayed on every connect.
+- A will marks the floor offline if the daemon dies; a birth message marks it online.
+- Persistent session (``clean_session = false``) and QoS 1 for device data, so messages
+  published while we reconnect are queued by the broker for us.
+- The incoming queue is bounded (``max_queued_incoming``); overflow is counted and reported as
+  an event, never silent (aiomqtt itself only logs it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiomqtt
+from attrs import define, field
+
+from floorctl.config import MqttConnection
+from floorctl.model import Event, EventKind
+
+log = logging.getLogger("floorctl.mqtt")
+
+Handler = Callable[[str, bytes], None]
+
+
+@define
+class MqttCounters:
+    received: int = 0
+    dispatched: int = 0
+    unmatched: int = 0
+    dropped: int = 0  # incoming messages discarded because the queue was full
+    published: int = 0
+    publish_errors: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    handler_errors: int = 0
+
+    def as_payload(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "dispatched": self.dispatched,
+            "unmatched": self.unmatched,
+            "dropped": self.dropped,
+            "published": self.published,
+            "publish_errors": self.publish_errors,
+            "connects": self.connects,
+            "disconnects": self.disconnects,
+            "handler_errors": self.handler_errors,
+        }
+
+
+class _CountingQueue(asyncio.Queue):  # type: ignore[type-arg]
+    """aiomqtt's incoming queue, counting what a full queue discards."""
+
+    hub: MqttHub
+
+    def put_nowait(self, item: Any) -> None:
+        try:
+            super().put_nowait(item)
+        except asyncio.QueueFull:
+            self.hub._overflow()
+
+
+class NotConnected(aiomqtt.MqttError):
+    """Publishing while the connection is down (an MqttError, so the reconnect loop handles it)."""
+
+
+@define(eq=False)
+class MqttHub:
+    conn: MqttConnection
+    client_id: str
+    on_event: Callable[[Event], None] = lambda event: None
+    will: aiomqtt.Will | None = None
+    #: coroutines run after every (re)connect, before subscriptions are replayed (birth messages)
+    on_connect: list[Callable[[MqttHub], Awaitable[None]]] = field(factory=list)
+    counters: MqttCounters = field(factory=MqttCounters)
+    connected: asyncio.Event = field(factory=asyncio.Event)
+    _exact: dict[str, list[Handler]] = field(factory=dict)
+    _wildcard: dict[str, list[Handler]] = field(factory=dict)
+    _qos: dict[str, int] = field(factory=dict)
+    _client: aiomqtt.Client | None = None
+    _overflow_reported_at: float = 0.0
+    _down_since: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.conn.name
+
+    # --- subscriptions -------------------------------------------------------------------
+
+    def subscribe(self, topic_filter: str, qos: int, handler: Handler) -> None:
+        """Add a handler for a topic filter; it is subscribed now if connected, and on every
+        reconnect. Handlers are called on the event loop and must not block."""
+        table = self._wildcard if ("+" in topic_filter or "#" in topic_filter) else self._exact
+        table.setdefault(topic_filter, []).append(handler)
+        self._qos[topic_filter] = max(qos, self._qos.get(topic_filter, 0))
+        if self._client is not None and self.connected.is_set():
+            asyncio.get_running_loop().create_task(self._subscribe_now([topic_filter]))
+
+    def unsubscribe(self, topic_filter: str, handler: Handler) -> None:
+        for table in (self._exact, self._wildcard):
+            handlers = table.get(topic_filter)
+            if handlers and handler in handlers:
+                handlers.remove(handler)
+                if not handlers:
+                    del table[topic_filter]
+                    self._qos.pop(topic_filter, None)
+
+    async def _subscribe_now(self, filters: list[str]) -> None:
+        client = self._client
+        if client is None or not filters:
+            return
+        try:
+            # one SUBSCRIBE per 100 filters keeps the packet small
+            for i in range(0, len(filters), 100):
+                chunk = filters[i : i + 100]
+                await client.subscribe([(f, self._qos.get(f, 1)) for f in chunk])
+        except aiomqtt.MqttError as exc:
+            log.debug("mqtt %s: subscribe failed (%s); replayed on reconnect", self.name, exc)
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
+        self.counters.received += 1
+        handlers = self._exact.get(topic)
+        matched = False
+        if handlers:
+            matched = True
+            self._call(handlers, topic, payload)
+        if self._wildcard:
+            t = aiomqtt.Topic(topic)
+            for filt, hs in self._wildcard.items():
+                if t.matches(filt):
+                    matched = True
+                    self._call(hs, topic, payload)
+        if matched:
+            self.counters.dispatched += 1
+        else:
+            self.counters.unmatched += 1
+
+    def _call(self, handlers: list[Handler], topic: str, payload: bytes) -> None:
+        for handler in list(handlers):
+            try:
+                handler(topic, payload)
+            except Exception:  # a handler bug must not stop the connection
+                self.counters.handler_errors += 1
+                log.exception("mqtt %s: handler for %s failed", self.name, topic)
+
+    def _overflow(self) -> None:
+        self.counters.dropped += 1
+        now = time.monotonic()
+        if now - self._overflow_reported_at >= 1.0:  # one event per second of overflow at most
+            self._overflow_reported_at = now
+            log.warning(
+                "mqtt %s: incoming queue full (max_queued_incoming=%d): %d messages dropped so far",
+                self.name,
+                self.conn.max_queued_incoming,
+                self.counters.dropped,
+            )
+            self.on_event(
+                Event(
+                    EventKind.QUEUE_OVERFLOW,
+                    self.name,
+                    f"incoming queue full; {self.counters.dropped} messages dropped so far",
+                )
+            )
+
+    # --- publishing ----------------------------------------------------------------------
+
+    async def publish(
+        self, topic: str, payload: bytes | str, *, qos: int = 0, retain: bool = False
+    ) -> None:
+        client = self._client  # set only while a session is up (birth hooks publish before
+        if client is None:  # `connected` is set, so that they go out first)
+            raise NotConnected(f"mqtt {self.name}: not connected")
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttError as exc:
+            self.counters.publish_errors += 1
+            raise NotConnected(f"mqtt {self.name}: publish failed: {exc}") from exc
+        self.counters.published += 1
+
+    # --- the connection loop -------------------------------------------------------------
+
+    def _tls(self) -> aiomqtt.TLSParameters | None:
+        c = self.conn
+        if not c.tls:
+            return None
+        return aiomqtt.TLSParameters(
+            ca_certs=c.ca_file,
+            certfile=c.cert_file,
+            keyfile=c.key_file,
+            cert_reqs=ssl.CERT_NONE if c.tls_insecure else ssl.CERT_REQUIRED,
+        )
+
+    def _make_client(self) -> aiomqtt.Client:
+        c = self.conn
+        queue_type = type("HubQueue", (_CountingQueue,), {"hub": self})
+        return aiomqtt.Client(
+            c.host,
+            int(c.port),
+            username=c.username,
+            password=c.password,
+            identifier=self.client_id,
+            clean_session=c.clean_session,
+            keepalive=max(int(c.keepalive), 1),
+            will=self.will,
+            tls_params=self._tls(),
+            tls_insecure=c.tls_insecure if c.tls else None,
+            queue_type=queue_type,
+            max_queued_incoming_messages=int(c.max_queued_incoming),
+            timeout=10,
+            logger=logging.getLogger(f"floorctl.mqtt.{self.name}.aiomqtt"),
+        )
+
+    async def run(self) -> None:
+        """Connect, replay subscriptions, dispatch messages; reconnect forever."""
+        backoff = 0.25
+        while True:
+            try:
+                async with self._make_client() as client:
+                    self._client = client
+                    self.counters.connects += 1
+                    backoff = 0.25
+                    for hook in list(self.on_connect):
+                        await hook(self)
+                    await self._subscribe_now(list(self._qos))
+                    self.connected.set()
+                    if self._down_since is not None:
+                        log.warning(
+                            "mqtt %s: reconnected to %s:%s after %.1fs",
+                            self.name,
+                            self.conn.host,
+                            self.conn.port,
+                            time.monotonic() - self._down_since,
+                        )
+                        self.on_event(Event(EventKind.HUB_UP, self.name, "reconnected"))
+                    else:
+                        log.info(
+                            "mqtt %s: connected to %s:%s", self.name, self.conn.host, self.conn.port
+                        )
+                    self._down_since = None
+                    async for message in client.messages:
+                        payload = message.payload
+                        if not isinstance(payload, bytes | bytearray):
+                            payload = b"" if payload is None else str(payload).encode()
+                        self._dispatch(message.topic.value, bytes(payload))
+            except aiomqtt.MqttError as exc:
+                self._went_down(str(exc))
+            finally:
+                self._client = None
+                self.connected.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, float(self.conn.reconnect_max))
+
+    def _went_down(self, why: str) -> None:
+        self.counters.disconnects += 1
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning(
+                "mqtt %s: connection to %s:%s lost: %s",
+                self.name,
+                self.conn.host,
+                self.conn.port,
+                why,
+            )
+            self.on_event(Event(EventKind.HUB_DOWN, self.name, why))
+        else:
+            log.debug("mqtt %s: still down: %s", self.name, why)
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        async with asyncio.timeout(timeout):
+            await self.connected.wait()

@@ -1,0 +1,206 @@
+"""Publishes the live floor on MQTT (topic layout: docs/mqtt.md).
+
+Point state is published by exception and coalesced per point: a reading only marks its point
+dirty (when it moved beyond the field's deadband, or the point has not been published for
+``republish``); the publishing task sends the *latest* value of each dirty point. However many
+readings arrive while a publish is in flight, a point costs one message, so publishing never
+limits ingest. Quality changes (good -> stale, bad -> good, ...) are never coalesced: each goes
+out, in order, ahead of ordinary updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from attrs import define, field
+
+from floorctl.hubs.mqtt import MqttHub, NotConnected
+from floorctl.model import Quality, Reading
+
+log = logging.getLogger("floorctl.publish")
+
+#: concurrent QoS 1 publishes in flight (aiomqtt is far faster with a window than one by one)
+WINDOW = 100
+
+
+def dumps(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+class Topics:
+    """The topic layout, in one place (docs/mqtt.md)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.status = f"{prefix}/status"
+        self.stats = f"{prefix}/stats"
+        self.events = f"{prefix}/events"
+
+    def point(self, device: str, point: str) -> str:
+        return f"{self.prefix}/point/{device}/{point}"
+
+    def device_status(self, device: str) -> str:
+        return f"{self.prefix}/device/{device}/status"
+
+
+@define
+class _Published:
+    value: Any
+    quality: Quality
+    at: float  # monotonic
+
+
+@define
+class PublisherCounters:
+    offered: int = 0  # readings seen
+    published: int = 0  # point messages sent
+    coalesced: int = 0  # readings superseded before they were sent
+    suppressed: int = 0  # readings within the deadband, not sent
+    urgent: int = 0  # quality changes sent ahead of ordinary updates
+    errors: int = 0
+
+    def as_payload(self) -> dict[str, int]:
+        return {
+            "offered": self.offered,
+            "published": self.published,
+            "coalesced": self.coalesced,
+            "suppressed": self.suppressed,
+            "urgent": self.urgent,
+            "errors": self.errors,
+        }
+
+
+@define(eq=False)
+class StatePublisher:
+    hub: MqttHub
+    topics: Topics
+    republish: float = 60.0
+    deadbands: Mapping[tuple[str, str], float] = field(factory=dict)
+    qos: int = 1
+    counters: PublisherCounters = field(factory=PublisherCounters)
+    _latest: dict[tuple[str, str], Reading] = field(factory=dict)
+    _published: dict[tuple[str, str], _Published] = field(factory=dict)
+    _quality: dict[tuple[str, str], Quality] = field(factory=dict)  # last offered quality
+    _dirty: dict[tuple[str, str], None] = field(factory=dict)  # an ordered set
+    _urgent: collections.deque[Reading] = field(factory=collections.deque)
+    _wake: asyncio.Event = field(factory=asyncio.Event)
+
+    def offer(self, reading: Reading) -> None:
+        """Take a reading; never blocks."""
+        self.counters.offered += 1
+        key = (reading.device, reading.point)
+        self._latest[key] = reading
+        if self._quality.get(key) is not reading.quality:
+            # a quality transition: queued as it is, never coalesced away
+            self._quality[key] = reading.quality
+            self._urgent.append(reading)
+            self._wake.set()
+            return
+        last = self._published.get(key)
+        if key in self._dirty:
+            self.counters.coalesced += 1
+            return
+        if (
+            last is None
+            or self._moved(key, last.value, reading.value)
+            or (time.monotonic() - last.at >= self.republish)
+        ):
+            self._dirty[key] = None
+            self._wake.set()
+        else:
+            self.counters.suppressed += 1
+
+    def _moved(self, key: tuple[str, str], old: Any, new: Any) -> bool:
+        if (
+            isinstance(new, int | float)
+            and isinstance(old, int | float)
+            and not isinstance(new, bool)
+        ):
+            return abs(new - old) > self.deadbands.get(key, 0.0)
+        return new != old
+
+    def due_for_republish(self) -> int:
+        """Mark points not published for ``republish`` seconds dirty; return how many."""
+        now = time.monotonic()
+        n = 0
+        for key, last in self._published.items():
+            if now - last.at >= self.republish and key not in self._dirty:
+                self._dirty[key] = None
+                n += 1
+        if n:
+            self._wake.set()
+        return n
+
+    @property
+    def backlog(self) -> int:
+        return len(self._urgent) + len(self._dirty)
+
+    async def run(self) -> None:
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat())
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                await self.hub.connected.wait()
+                try:
+                    await self._drain()
+                except NotConnected as exc:
+                    log.debug("state publishing paused: %s", exc)
+                    self._wake.set()
+                    await asyncio.sleep(0.2)
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.republish / 4, 0.5))
+            self.due_for_republish()
+
+    async def _drain(self) -> None:
+        while self._urgent or self._dirty:
+            # quality changes first, in arrival order, each one sent
+            while self._urgent:
+                batch = [self._urgent.popleft() for _ in range(min(WINDOW, len(self._urgent)))]
+                await self._send(batch, requeue_urgent=True)
+                self.counters.urgent += len(batch)
+            if self._dirty:
+                keys = list(self._dirty)[:WINDOW]
+                for k in keys:
+                    del self._dirty[k]
+                await self._send([self._latest[k] for k in keys], requeue_urgent=False)
+
+    async def _send(self, batch: list[Reading], *, requeue_urgent: bool) -> None:
+        results = await asyncio.gather(
+            *(
+                self.hub.publish(
+                    self.topics.point(r.device, r.point),
+                    dumps(r.as_payload()),
+                    qos=self.qos,
+                    retain=True,
+                )
+                for r in batch
+            ),
+            return_exceptions=True,
+        )
+        now = time.monotonic()
+        failed: list[Reading] = []
+        for r, res in zip(batch, results, strict=True):
+            if isinstance(res, BaseException):
+                failed.append(r)
+                continue
+            self.counters.published += 1
+            self._published[r.key] = _Published(r.value, r.quality, now)
+        if failed:
+            self.counters.errors += len(failed)
+            if requeue_urgent:
+                self._urgent.extendleft(reversed(failed))
+            else:
+                for r in failed:
+                    self._dirty[r.key] = None
+            raise NotConnected(f"{len(failed)} publishes failed")
