@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml | $(VPY)
 
 ## mosquitto: make sure the broker binary exists (tests and the demo start their own brokers)
 mosquitto:
-	@if command -v mosquitto >/dev/null 2>&1; then exit 0; fi; \
+	@if command -v mosquitto >/dev/null 2>&1 && command -v mosquitto_pub >/dev/null 2>&1; then exit 0; fi; \
 	if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
 	elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; \
 	else echo "error: mosquitto is not installed, and installing it needs root or sudo:" >&2; \
@@ -42,7 +42,7 @@ mosquitto:
 	echo "installing mosquitto with apt-get ..."; \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
-	command -v mosquitto >/dev/null || { echo "error: apt-get ran but mosquitto is still missing" >&2; exit 1; }
+	command -v mosquitto >/dev/null && command -v mosquitto_pub >/dev/null || { echo "error: apt-get ran but mosquitto or mosquitto_pub is still missing" >&2; exit 1; }
 
 ## test: the whole suite, slow tests included; e.g. make test PYTEST_ARGS="-k broker -x"
 test: venv mosquitto
