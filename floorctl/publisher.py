@@ -90,6 +90,7 @@ class StatePublisher:
     _dirty: dict[tuple[str, str], None] = field(factory=dict)  # an ordered set
     _urgent: collections.deque[Reading] = field(factory=collections.deque)
     _wake: asyncio.Event = field(factory=asyncio.Event)
+    _in_flight: int = 0
 
     def offer(self, reading: Reading) -> None:
         """Take a reading; never blocks."""
@@ -139,7 +140,8 @@ class StatePublisher:
 
     @property
     def backlog(self) -> int:
-        return len(self._urgent) + len(self._dirty)
+        """Point messages waiting or in flight."""
+        return len(self._urgent) + len(self._dirty) + self._in_flight
 
     async def run(self) -> None:
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat())
@@ -176,18 +178,22 @@ class StatePublisher:
                 await self._send([self._latest[k] for k in keys], requeue_urgent=False)
 
     async def _send(self, batch: list[Reading], *, requeue_urgent: bool) -> None:
-        results = await asyncio.gather(
-            *(
-                self.hub.publish(
-                    self.topics.point(r.device, r.point),
-                    dumps(r.as_payload()),
-                    qos=self.qos,
-                    retain=True,
-                )
-                for r in batch
-            ),
-            return_exceptions=True,
-        )
+        self._in_flight = len(batch)
+        try:
+            results = await asyncio.gather(
+                *(
+                    self.hub.publish(
+                        self.topics.point(r.device, r.point),
+                        dumps(r.as_payload()),
+                        qos=self.qos,
+                        retain=True,
+                    )
+                    for r in batch
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            self._in_flight = 0
         now = time.monotonic()
         failed: list[Reading] = []
         for r, res in zip(batch, results, strict=True):
