@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -180,18 +181,21 @@ async def _run_once(obj: Ctx, config: Config) -> int:
 
         async def one(rt: Any) -> list[Reading]:
             kind = obj.kinds.get(rt.config.kind)
-            driver = kind.driver(rt.ctx)  # type: ignore[union-attr]
             wait = max(float(rt.config.interval) * 3, float(rt.config.request_timeout) + 1.0)
+            driver = None
             try:
+                driver = kind.driver(rt.ctx)  # type: ignore[union-attr]
                 if rt.ctx.hub is not None and hasattr(rt.ctx.hub, "wait_connected"):
                     await rt.ctx.hub.wait_connected(timeout=wait)
                 await driver.start()
                 return await driver.read_once(wait)
-            except (TimeoutError, Exception) as exc:
+            except Exception as exc:
                 rt.ctx.counters.error(str(exc) or type(exc).__name__)
                 return []
             finally:
-                await driver.stop()
+                if driver is not None:
+                    with contextlib.suppress(Exception):
+                        await driver.stop()
 
         active = [rt for rt in floor.devices.values() if rt.config.enabled]
         results = await asyncio.gather(*(one(rt) for rt in active))

@@ -442,11 +442,38 @@ def structure_errors(exc: BaseException, path: PathT = ()) -> Iterator[tuple[Pat
 
 
 def structure_options(cls: type, raw: dict[str, Any]) -> tuple[Any, list[tuple[PathT, str]]]:
-    """Structure a kind's ``[device.options]`` with the strict converter."""
+    """Structure a kind's ``[device.options]`` with the strict converter.
+
+    On failure the errors come back with an object built from the keys that were fine (or
+    None), so that the kind's own validation still runs on the rest.
+    """
+    return structure_pruned(cls, raw)
+
+
+def structure_pruned(cls: type, raw: dict[str, Any]) -> tuple[Any, list[tuple[PathT, str]]]:
+    """Structure ``raw``; on failure report every error, then retry with the failing keys
+    (or list elements) left out, so that later checks still see the rest."""
     try:
         return CONVERTER.structure(raw, cls), []
-    except Exception as exc:
-        return None, list(structure_errors(exc))
+    except Exception as exc:  # every failure is a problem to report
+        errors = list(structure_errors(exc))
+    pruned = dict(raw)
+    drop_items: dict[str, set[int]] = defaultdict(set)
+    for err_path, _ in errors:
+        if not err_path:
+            return None, errors
+        key = err_path[0]
+        if len(err_path) > 1 and isinstance(err_path[1], int) and isinstance(pruned.get(key), list):
+            drop_items[str(key)].add(err_path[1])
+        else:
+            pruned.pop(str(key), None)
+    for key, idxs in drop_items.items():
+        if key in pruned:
+            pruned[key] = [v for i, v in enumerate(pruned[key]) if i not in idxs]
+    try:
+        return CONVERTER.structure(pruned, cls), errors
+    except Exception:  # a required key is what failed: nothing to check further
+        return None, errors
 
 
 # --- ${VAR} expansion ----------------------------------------------------------------------
@@ -669,30 +696,9 @@ def parse_config(
 
 
 def _structure_one(cls: type, raw: dict[str, Any], path: PathT, problems: _Collector) -> Any:
-    """Structure one table; on failure report every error, then retry with the failing keys
-    (or list elements) left out, so that cross-reference checks still see the rest."""
-    try:
-        return CONVERTER.structure(raw, cls)
-    except Exception as exc:
-        errors = list(structure_errors(exc))
+    obj, errors = structure_pruned(cls, raw)
     problems.extend(path, errors)
-    pruned = dict(raw)
-    drop_items: dict[str, set[int]] = defaultdict(set)
-    for err_path, _ in errors:
-        if not err_path:
-            return None
-        key = err_path[0]
-        if len(err_path) > 1 and isinstance(err_path[1], int) and isinstance(pruned.get(key), list):
-            drop_items[str(key)].add(err_path[1])
-        else:
-            pruned.pop(str(key), None)
-    for key, idxs in drop_items.items():
-        if key in pruned:
-            pruned[key] = [v for i, v in enumerate(pruned[key]) if i not in idxs]
-    try:
-        return CONVERTER.structure(pruned, cls)
-    except Exception:
-        return None
+    return obj
 
 
 def _duplicates(items: Iterable[tuple[PathT, str]], what: str, problems: _Collector) -> None:

@@ -27,6 +27,7 @@ from floorctl.hubs.modbus import ModbusHub
 from floorctl.hubs.mqtt import MqttHub, NotConnected
 from floorctl.kinds import KindRegistry
 from floorctl.model import SCHEMA_VERSION, Event, EventKind, Quality, Reading
+from floorctl.pluginmanager import isolated_calls
 from floorctl.publisher import StatePublisher, Topics, dumps
 
 log = logging.getLogger("floorctl.daemon")
@@ -78,6 +79,8 @@ class Floor:
         self.readings_total = 0
         self.bad_total = 0
         self.hook_errors = 0
+        self._on_reading = isolated_calls(pm, "floorctl_on_reading")
+        self._on_event = isolated_calls(pm, "floorctl_on_event")
         self.hubs: dict[str, MqttHub | ModbusHub] = {}
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._point_seen: dict[tuple[str, str], float] = {}  # monotonic time of last reading
@@ -197,8 +200,6 @@ class Floor:
         counters = device.ctx.counters
         if device.state != DeviceState.ONLINE:
             self._set_state(device, DeviceState.ONLINE)
-        on_reading = self.pm.hook.floorctl_on_reading
-        has_hooks = bool(on_reading.get_hookimpls())
         for r in batch:
             key = (r.device, r.point)
             self.readings_total += 1
@@ -210,14 +211,18 @@ class Floor:
             self._point_seen[key] = now
             self._point_last[key] = r
             self._stale.discard(key)
-            for sink in self.sinks:
-                sink(r)
-            if has_hooks:
-                try:
-                    on_reading(reading=r)
-                except Exception:  # a plugin bug never stops ingest
-                    self.hook_errors += 1
-                    log.exception("floorctl_on_reading failed")
+            self._fan_out(r)
+
+    def _fan_out(self, r: Reading) -> None:
+        """Hand a reading to every sink and every floorctl_on_reading implementation."""
+        for sink in self.sinks:
+            sink(r)
+        for plugin, fn, argnames in self._on_reading:
+            try:
+                fn(*(r for _ in argnames))
+            except Exception:  # a plugin bug never stops ingest, nor the other plugins
+                self.hook_errors += 1
+                log.exception("floorctl_on_reading of plugin %s failed", plugin)
 
     def emit_event(self, event: Event) -> None:
         self._events.put_nowait(event)
@@ -310,18 +315,18 @@ class Floor:
                         detail=f"no value for {now - seen:.1f}s",
                     )
                     self._point_last[key] = stale
-                    for sink in self.sinks:
-                        sink(stale)
+                    self._fan_out(stale)
 
     async def _dispatch_events(self) -> None:
         while True:
             event = await self._events.get()
             log.info("event %s %s %s", event.kind, event.source, event.detail)
-            try:
-                self.pm.hook.floorctl_on_event(event=event)
-            except Exception:
-                self.hook_errors += 1
-                log.exception("floorctl_on_event failed")
+            for plugin, fn, argnames in self._on_event:
+                try:
+                    fn(*(event for _ in argnames))
+                except Exception:  # one plugin must not stop the others
+                    self.hook_errors += 1
+                    log.exception("floorctl_on_event of plugin %s failed", plugin)
             if self.publisher is None:
                 continue
             # Events are facts (comm loss during a broker outage is exactly the one that

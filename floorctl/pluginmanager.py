@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import pluggy
 
@@ -48,9 +49,11 @@ def get_plugin_manager(
 def collect_kinds(pm: pluggy.PluginManager) -> KindRegistry:
     """Ask every plugin for its kinds; each kind remembers which plugin registered it."""
     registry = KindRegistry()
+    args = {"registry": registry}
     for impl in pm.hook.floorctl_register_kinds.get_hookimpls():
         registry.current_plugin = impl.plugin_name
-        impl.function(registry=registry)
+        # pluggy lets an implementation take fewer arguments than the spec
+        impl.function(*(args[name] for name in impl.argnames))
     registry.current_plugin = "?"
     return registry
 
@@ -69,3 +72,15 @@ def plugin_names(pm: pluggy.PluginManager) -> list[tuple[str, str, list[str]]]:
         origin = dists.get(id(plugin)) or getattr(plugin, "__name__", type(plugin).__name__)
         rows.append((name, origin, hooks))
     return sorted(rows)
+
+
+def isolated_calls(
+    pm: pluggy.PluginManager, hook_name: str
+) -> list[tuple[str, Callable[..., Any], tuple[str, ...]]]:
+    """(plugin name, function, argument names) of every implementation of a notification hook,
+    so the daemon can call each one on its own: one plugin raising must not stop the others
+    (a plain pluggy hook call stops at the first exception)."""
+    hook = getattr(pm.hook, hook_name)
+    return [
+        (impl.plugin_name, impl.function, tuple(impl.argnames)) for impl in hook.get_hookimpls()
+    ]

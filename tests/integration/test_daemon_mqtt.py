@@ -189,3 +189,41 @@ def test_nan_is_never_published_as_a_number() -> None:
 
     r = Reading("d", "p", math.nan, Quality.BAD)
     assert r.as_payload()["value"] is None
+
+
+async def test_a_failing_plugin_does_not_starve_the_others(mosquitto) -> None:
+    from floorctl import hookimpl
+
+    class Broken:
+        @hookimpl
+        def floorctl_on_reading(self, reading) -> None:
+            raise RuntimeError("plugin bug")
+
+        @hookimpl
+        def floorctl_on_event(self, event) -> None:
+            raise RuntimeError("plugin bug")
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.readings: list = []
+            self.events: list = []
+
+        @hookimpl
+        def floorctl_on_reading(self, reading) -> None:
+            self.readings.append(reading)
+
+        @hookimpl
+        def floorctl_on_event(self, event) -> None:
+            self.events.append(event)
+
+    rec = Recorder()
+    async with running_floor(
+        FLOOR, plugins=[Broken(), rec], PORT=mosquitto.port, INTERVAL="200ms"
+    ) as (floor, _):
+        await publish(mosquitto.port, "gw/th1", b'{"s": {"t": 20.0, "rh": 45.0}}')
+        await wait_until(
+            lambda: any(r.quality is Quality.STALE for r in rec.readings), what="stale"
+        )
+        await wait_until(lambda: any(e.kind == "comm-loss" for e in rec.events), what="comm-loss")
+        assert [r.value for r in rec.readings if r.quality is Quality.GOOD] == [20.0, 45.0]
+        assert floor.hook_errors >= 3
