@@ -361,7 +361,7 @@ def _duration(value: object, _: type) -> Duration:
 
 def _ident(value: object, _: type) -> Ident:
     s = _strict_str(value, str)
-    if not _IDENT.match(s):
+    if not _IDENT.fullmatch(s):
         raise ValueError(
             f"{s!r} is not a valid id: use letters, digits, '_', '-', '.', at most 64 "
             "characters, starting with a letter or digit (ids appear in MQTT topics)"
@@ -450,30 +450,81 @@ def structure_options(cls: type, raw: dict[str, Any]) -> tuple[Any, list[tuple[P
     return structure_pruned(cls, raw)
 
 
-def structure_pruned(cls: type, raw: dict[str, Any]) -> tuple[Any, list[tuple[PathT, str]]]:
-    """Structure ``raw``; on failure report every error, then retry with the failing keys
-    (or list elements) left out, so that later checks still see the rest."""
+def structure_pruned(
+    cls: type, raw: dict[str, Any], kept: dict[PathT, list[int]] | None = None
+) -> tuple[Any, list[tuple[PathT, str]]]:
+    """Structure ``raw``; on failure report every error, then retry without the values that
+    failed, so that later checks still see the rest. A bad key inside an array element is
+    left out of that element, which keeps its index; an element that is not a table, or whose
+    required key failed, is dropped, and ``kept[(key,)]`` lists the file indices of the
+    elements left."""
     try:
         return CONVERTER.structure(raw, cls), []
     except Exception as exc:  # every failure is a problem to report
         errors = list(structure_errors(exc))
-    pruned = dict(raw)
-    drop_items: dict[str, set[int]] = defaultdict(set)
-    for err_path, _ in errors:
-        if not err_path:
-            return None, errors
-        key = err_path[0]
-        if len(err_path) > 1 and isinstance(err_path[1], int) and isinstance(pruned.get(key), list):
-            drop_items[str(key)].add(err_path[1])
-        else:
-            pruned.pop(str(key), None)
-    for key, idxs in drop_items.items():
-        if key in pruned:
-            pruned[key] = [v for i, v in enumerate(pruned[key]) if i not in idxs]
-    try:
-        return CONVERTER.structure(pruned, cls), errors
-    except Exception:  # a required key is what failed: nothing to check further
+    if any(not p for p, _ in errors):
         return None, errors
+    drop: dict[str, set[int]] = defaultdict(set)
+    for p, _ in errors:
+        if _is_element(raw, p):
+            drop[str(p[0])].add(int(p[1]))
+    pruned = _without(raw, [p for p, _ in errors if not _is_element(raw, p)])
+    for attempt in range(2):
+        left = {k: [i for i in range(len(pruned[k])) if i not in idxs] for k, idxs in drop.items()}
+        try:
+            obj = CONVERTER.structure(
+                {**pruned, **{k: [pruned[k][i] for i in ix] for k, ix in left.items()}}, cls
+            )
+        except Exception as exc:  # a required key failed
+            again = [p for p, _ in structure_errors(exc)]
+            if attempt or not all(
+                len(p) > 1 and isinstance(p[1], int) and isinstance(pruned.get(p[0]), list)
+                for p in again
+            ):
+                return None, errors
+            for p in again:  # drop those elements (p[1] counts the elements left)
+                key = str(p[0])
+                drop[key].add(left.get(key, range(len(pruned[key])))[p[1]])
+            continue
+        if kept is not None:
+            kept.update({(k,): ix for k, ix in left.items()})
+        return obj, errors
+    return None, errors
+
+
+def _is_element(raw: dict[str, Any], p: PathT) -> bool:
+    """``p`` names an array element that is not a table, or a whole element."""
+    if len(p) < 2 or not isinstance(p[1], int) or not isinstance(raw.get(p[0]), list):
+        return False
+    return len(p) == 2 or not isinstance(raw[p[0]][p[1]], dict)
+
+
+_DROP = object()
+
+
+def _without(raw: Any, paths: Iterable[PathT]) -> Any:
+    """A copy of ``raw`` without the values at ``paths``."""
+
+    def mark(node: Any, p: PathT) -> Any:
+        if not p:
+            return _DROP
+        head, rest = p[0], p[1:]
+        if isinstance(node, dict) and head in node:
+            return {**node, head: mark(node[head], rest)}
+        if isinstance(node, list) and isinstance(head, int) and head < len(node):
+            return [mark(v, rest) if i == head else v for i, v in enumerate(node)]
+        return node
+
+    def sweep(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: sweep(v) for k, v in node.items() if v is not _DROP}
+        if isinstance(node, list):
+            return [sweep(v) for v in node if v is not _DROP]
+        return node
+
+    for p in paths:
+        raw = mark(raw, p)
+    return sweep(raw)
 
 
 # --- ${VAR} expansion ----------------------------------------------------------------------
@@ -495,10 +546,12 @@ def expand_env(
 
             def sub(m: re.Match[str]) -> str:
                 name, default = m.group(1), m.group(2)
-                if name in env:
+                if env.get(name):
                     return env[name]
                 if default is not None:
-                    return default
+                    return default  # unset or empty, as in the shell
+                if name in env:
+                    return ""
                 problems.append((p, f"environment variable {name} is not set"))
                 return ""
 
@@ -529,6 +582,7 @@ def line_index(text: str) -> dict[PathT, int]:
                 path = (*path, name)
                 last = depth == len(names) - 1
                 if last and is_array:
+                    index.setdefault(path, lineno)  # [[devices]] -> ("devices",)
                     counts[path] += 1
                     path = (*path, counts[path] - 1)
                     # a new array element restarts the counts of the arrays nested in it
@@ -569,9 +623,24 @@ class _Collector:
         self.raw = raw
         self.index = index
         self.items: list[tuple[PathT, str]] = []
+        # paths whose value failed (structuring, ${VAR}): nothing more is said about them
+        self.failed: set[PathT] = set()
+        # array path -> file indices of the elements that were structured
+        self.kept: dict[PathT, list[int]] = {}
+
+    def raw_path(self, path: PathT) -> PathT:
+        """Indices into structured arrays (some elements dropped) -> indices in the file."""
+        out = list(path)
+        for n in range(1, len(out)):
+            kept = self.kept.get(tuple(out[:n]))
+            if kept is not None and isinstance(out[n], int) and out[n] < len(kept):
+                out[n] = kept[out[n]]
+        return tuple(out)
 
     def add(self, path: PathT, message: str) -> None:
-        self.items.append((path, message))
+        path = self.raw_path(path)
+        if path not in self.failed:
+            self.items.append((path, message))
 
     def extend(self, prefix: PathT, problems: Iterable[tuple[PathT, str]]) -> None:
         for path, message in problems:
@@ -650,6 +719,7 @@ def parse_config(
     problems = _Collector(raw, line_index(text))
     expanded, env_problems = expand_env(raw, os.environ if env is None else env)
     problems.extend((), env_problems)
+    problems.failed.update(p for p, _ in env_problems)
 
     sections: dict[str, Any] = {}
     for key in expanded:
@@ -679,7 +749,7 @@ def parse_config(
             items.append((i, obj))
         sections[key] = items
 
-    device_options = _check(sections, kinds, problems)
+    device_options = _check(sections, kinds, problems, expanded)
     found = problems.problems()
     if found:
         raise ConfigError(found, filename)
@@ -696,8 +766,11 @@ def parse_config(
 
 
 def _structure_one(cls: type, raw: dict[str, Any], path: PathT, problems: _Collector) -> Any:
-    obj, errors = structure_pruned(cls, raw)
+    kept: dict[PathT, list[int]] = {}
+    obj, errors = structure_pruned(cls, raw, kept)
     problems.extend(path, errors)
+    problems.failed.update((*path, *p) for p, _ in errors)
+    problems.kept.update({(*path, *k): v for k, v in kept.items()})
     return obj
 
 
@@ -705,14 +778,17 @@ def _duplicates(items: Iterable[tuple[PathT, str]], what: str, problems: _Collec
     first: dict[str, PathT] = {}
     for path, ident in items:
         if ident in first:
-            line = _find_line(problems.index, first[ident])
-            where = f"line {line}" if line is not None else problems.pretty(first[ident])
+            first_path = problems.raw_path(first[ident])
+            line = _find_line(problems.index, first_path)
+            where = f"line {line}" if line is not None else problems.pretty(first_path)
             problems.add(path, f"duplicate {what} {ident!r} (first defined on {where})")
         else:
             first[ident] = path
 
 
-def _check(sections: dict[str, Any], kinds: KindRegistry, problems: _Collector) -> dict[str, Any]:
+def _check(
+    sections: dict[str, Any], kinds: KindRegistry, problems: _Collector, expanded: dict[str, Any]
+) -> dict[str, Any]:
     floor: FloorConfig = sections["floor"]
     mqtt = [(i, c) for i, c in sections["mqtt"] if c]
     modbus = [(i, c) for i, c in sections["modbus"] if c]
@@ -730,11 +806,9 @@ def _check(sections: dict[str, Any], kinds: KindRegistry, problems: _Collector) 
 
     # Names come from the raw tables too, so one bad [[mqtt]] key does not make every
     # device that uses it report "unknown connection" as well.
-    conns: dict[str, Transport] = {
-        n: Transport.MQTT for n in _raw_ids(problems.raw, "mqtt", "name")
-    }
-    conns.update({n: Transport.MODBUS for n in _raw_ids(problems.raw, "modbus", "name")})
-    room_ids = {r.id for _, r in rooms} | set(_raw_ids(problems.raw, "room", "id"))
+    conns: dict[str, Transport] = {n: Transport.MQTT for n in _raw_ids(expanded, "mqtt", "name")}
+    conns.update({n: Transport.MODBUS for n in _raw_ids(expanded, "modbus", "name")})
+    room_ids = {r.id for _, r in rooms} | set(_raw_ids(expanded, "room", "id"))
 
     for i, c in mqtt:
         if c.qos not in (0, 1, 2):
@@ -750,7 +824,7 @@ def _check(sections: dict[str, Any], kinds: KindRegistry, problems: _Collector) 
                 'write the password as "${VARIABLE}": secrets never live in devices.toml',
             )
 
-    if not mqtt and not _raw_ids(problems.raw, "mqtt", "name"):
+    if not mqtt and not _raw_ids(expanded, "mqtt", "name"):
         problems.add(
             (), "no [[mqtt]] connection: the live floor is published on MQTT, so one is needed"
         )
@@ -840,8 +914,7 @@ def _check(sections: dict[str, Any], kinds: KindRegistry, problems: _Collector) 
                         problems.add(
                             (*base, "fields", j, key), f"not a field key of kind {d.kind!r}"
                         )
-            options, errs = structure_options(kind.options, d.options)
-            problems.extend((*base, "options"), errs)
+            options = _structure_one(kind.options, d.options, (*base, "options"), problems)
             if options is not None:
                 device_options[d.id] = options
                 if kind.validate is not None:
@@ -889,10 +962,11 @@ def _check(sections: dict[str, Any], kinds: KindRegistry, problems: _Collector) 
         for a, b in find_overlaps(items):
             di, fj, start, count = users[a]
             dk, fl, start2, count2 = users[b]
+            other = problems.pretty(problems.raw_path(("device", di, "fields", fj)))
             problems.add(
                 ("device", dk, "fields", fl, "address"),
                 f"{table} registers {start2}..{start2 + count2 - 1} overlap "
-                f"{problems.pretty(('device', di, 'fields', fj))} ({start}..{start + count - 1}) "
+                f"{other} ({start}..{start + count - 1}) "
                 f"on {via!r} unit {unit}",
             )
     return device_options
