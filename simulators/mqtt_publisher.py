@@ -211,10 +211,12 @@ class MqttJsonPublisher:
         try:
             ts = opts.get("timestamp_path")
             ts_path = parse_path(ts) if ts else None
+            # a field at path "seq" reads the simulator's own sequence number (a logger's
+            # message counter); any other path under "seq" would collide with it
             fields = {
                 f.name: _Field(f.name, parse_path(f.path), signals[f.name], f.scale, f.offset)
                 for f in d.fields
-                if f.path
+                if f.path and parse_path(f.path) != ("seq",)
             }
             items = [(f.path, 0) for f in fields.values()]
             if ts_path:
