@@ -77,7 +77,10 @@ print(a.getsockname()[1], b.getsockname()[1])')
   if [ "$(id -u)" -eq 0 ]; then echo "user root"; fi
 } > "$tmp/mosquitto.conf"
 
-"$MOSQUITTO" -c "$tmp/mosquitto.conf" >"$tmp/mosquitto.stderr" 2>&1 &
+# The broker and the simulators run in their own sessions so that Ctrl-C reaches only the
+# daemon; the trap then stops the simulators and the broker after it, in that order (a broker
+# dying under a daemon that is still stopping would only add noise to the log).
+setsid "$MOSQUITTO" -c "$tmp/mosquitto.conf" >"$tmp/mosquitto.stderr" 2>&1 &
 broker_pid=$!
 
 if ! wait_port "$MQTT_PORT" "$broker_pid"; then
@@ -91,7 +94,7 @@ export FLOORCTL_MQTT_PORT=$MQTT_PORT
 export FLOORCTL_MODBUS_PORT=$MODBUS_PORT
 echo "demo: mosquitto on 127.0.0.1:$MQTT_PORT, Modbus simulators from port $MODBUS_PORT (logs in $tmp)"
 
-"$FLOORCTL" simulate "$DEVICES" >"$tmp/simulate.log" 2>&1 &
+setsid "$FLOORCTL" simulate "$DEVICES" >"$tmp/simulate.log" 2>&1 &
 sim_pid=$!
 if ! wait_port "$MODBUS_PORT" "$sim_pid"; then
   if ! kill -0 "$sim_pid" 2>/dev/null; then
@@ -103,4 +106,4 @@ if ! wait_port "$MODBUS_PORT" "$sim_pid"; then
 fi
 
 # Foreground; Ctrl-C reaches it and the trap cleans up after it.
-"$FLOORCTL" run "$DEVICES" --print
+"$FLOORCTL" run "$DEVICES" --print || true
