@@ -289,7 +289,8 @@ class _Expanded(str):
     """A string produced by ${VAR} expansion: may stand for a number or a boolean."""
 
 
-def _type_name(value: object) -> str:
+def describe_value(value: object) -> str:
+    """How a problem message names a TOML value: 'string \'x\'', 'number 5', 'a table'."""
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, int | float):
@@ -309,10 +310,10 @@ def _strict_int(value: object, _: type) -> int:
             return int(value)
         except ValueError:
             raise ValueError(
-                f"expected an integer, got {_type_name(str(value))} (from ${{...}})"
+                f"expected an integer, got {describe_value(str(value))} (from ${{...}})"
             ) from None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {_type_name(value)}")
+        raise TypeError(f"expected an integer, got {describe_value(value)}")
     return value
 
 
@@ -322,16 +323,16 @@ def _strict_float(value: object, _: type) -> float:
             return float(value)
         except ValueError:
             raise ValueError(
-                f"expected a number, got {_type_name(str(value))} (from ${{...}})"
+                f"expected a number, got {describe_value(str(value))} (from ${{...}})"
             ) from None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number, got {_type_name(value)}")
+        raise TypeError(f"expected a number, got {describe_value(value)}")
     return float(value)
 
 
 def _strict_str(value: object, _: type) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {_type_name(value)}")
+        raise TypeError(f"expected a string, got {describe_value(value)}")
     return str(value)
 
 
@@ -339,7 +340,7 @@ def _strict_bool(value: object, _: type) -> bool:
     if isinstance(value, _Expanded) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     if not isinstance(value, bool):
-        raise TypeError(f"expected true or false, got {_type_name(value)}")
+        raise TypeError(f"expected true or false, got {describe_value(value)}")
     return value
 
 
@@ -355,7 +356,7 @@ def _ranged(cls: type, lo: int, hi: int, what: str):
 
 def _duration(value: object, _: type) -> Duration:
     if isinstance(value, bool) or not isinstance(value, str):
-        raise TypeError(f'expected a duration string such as "5s", got {_type_name(value)}')
+        raise TypeError(f'expected a duration string such as "5s", got {describe_value(value)}')
     return parse_duration(value)
 
 
@@ -381,14 +382,14 @@ def _enum(cls: type[enum.Enum], describe: str):
             for member in cls:
                 if member.value == value:
                     return member
-        raise ValueError(f"{describe} must be one of {choices}; got {_type_name(value)}")
+        raise ValueError(f"{describe} must be one of {choices}; got {describe_value(value)}")
 
     return hook
 
 
 def _plain_table(value: object, _: type) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise TypeError(f"expected a table, got {_type_name(value)}")
+        raise TypeError(f"expected a table, got {describe_value(value)}")
     return value
 
 
@@ -743,7 +744,7 @@ def parse_config(
             value = []
         for i, item in enumerate(value):
             if not isinstance(item, dict):
-                problems.add((key, i), f"must be a table, got {_type_name(item)}")
+                problems.add((key, i), f"must be a table, got {describe_value(item)}")
                 continue
             obj = _structure_one(cls, item, (key, i), problems)
             items.append((i, obj))

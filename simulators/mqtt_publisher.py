@@ -16,7 +16,6 @@ import collections
 import contextlib
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ import aiomqtt
 from attrs import define, field
 
 from floorctl.config import DeviceConfig, MqttConnection
+from floorctl.plugins.generic import parse_path as parse_json_path
 from simulators.modbus_device import SimulatorError
 from simulators.signals import Signal, SignalKind, parse_simulate
 
@@ -35,24 +35,16 @@ log = logging.getLogger("floorctl.simulators.mqtt")
 _PAHO_LOG = logging.getLogger("floorctl.simulators.mqtt.client")
 
 PathT = tuple[str | int, ...]
-_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 _NO_PIN = object()
 
 
 def parse_path(path: str) -> PathT:
-    """``data.values[2].t`` -> ``("data", "values", 2, "t")`` (the daemon's path syntax)."""
-    parts: list[str | int] = []
-    pos = 0
-    for m in _PATH_TOKEN.finditer(path):
-        if path[pos : m.start()] not in ("", "."):
-            raise ValueError(f"bad path {path!r}")
-        parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
-        pos = m.end()
-    if not parts or pos != len(path):
-        raise ValueError(f"bad path {path!r}: use dotted keys and [index], e.g. data.values[0]")
+    """``data.values[2].t`` -> ``("data", "values", 2, "t")``: the daemon's own parser, plus
+    the publisher's rule that a payload is a JSON object (so a path starts with a key)."""
+    parts = parse_json_path(path)
     if isinstance(parts[0], int):
         raise ValueError(f"bad path {path!r}: the payload is a JSON object, so start with a key")
-    return tuple(parts)
+    return parts
 
 
 def put_path(doc: dict[str, Any], path: PathT, value: Any) -> None:

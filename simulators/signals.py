@@ -35,6 +35,7 @@ from typing import Any
 from attrs import frozen
 
 from floorctl.config import DeviceConfig, FieldConfig
+from floorctl.config import describe_value as _describe
 from floorctl.decode import DataType
 
 __all__ = [
@@ -193,20 +194,6 @@ class SimulateConfigError(ValueError):
     def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(f"{path}: {msg}" for path, msg in self.problems))
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, int | float):
-        return f"number {value!r}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return type(value).__name__
 
 
 def _is_number(value: object) -> bool:
