@@ -68,10 +68,14 @@ def check_config(obj: Ctx, file: str) -> None:
     """
     config = obj.load(file)
     click.echo(
-        f"{file}: ok: {len(config.rooms)} rooms, {len(config.devices)} devices, "
-        f"{sum(len(d.fields) for d in config.devices)} points, "
-        f"{len(config.mqtt)} MQTT and {len(config.modbus)} Modbus connections"
+        f"{file}: ok: {_n(len(config.rooms), 'room')}, {_n(len(config.devices), 'device')}, "
+        f"{_n(sum(len(d.fields) for d in config.devices), 'point')}, "
+        f"{len(config.mqtt)} MQTT and {_n(len(config.modbus), 'Modbus connection')}"
     )
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 @cli.group("config")

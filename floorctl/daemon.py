@@ -109,6 +109,7 @@ class Floor:
                 self.topics,
                 republish=float(config.floor.republish),
                 deadbands=deadbands,
+                qos=state_conn.qos,
             )
             self.sinks.append(self.publisher.offer)
 
