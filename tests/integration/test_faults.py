@@ -14,7 +14,7 @@ from simulators.modbus_device import ModbusSimServer
 from simulators.mqtt_publisher import MqttJsonPublisher
 from tests.helpers import free_port
 
-from .floorkit import Watcher, running_floor, wait_until
+from .floorkit import Watcher, publish, running_floor, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -231,3 +231,20 @@ async def test_modbus_register_faults_become_bad_quality(mosquitto) -> None:
             await wait_until(lambda: last("dp").quality is Quality.GOOD, what="recovered")
         finally:
             await sim.stop()
+
+
+async def test_subscriptions_replayed_when_the_broker_lost_every_session(mosquitto) -> None:
+    """A broker without persistence forgets the daemon's session on restart: the hub's own
+    subscription table is what brings device data back, and the birth message is repeated."""
+    async with running_floor(STREAM, PORT=mosquitto.port) as (floor, seen):
+        await publish(mosquitto.port, "gw/logger", b'{"seq": 1, "t": 20.0}')
+        await wait_until(lambda: any(r.point == "seq" and r.value == 1 for r in seen), what="seq 1")
+        mosquitto.restart(signal.SIGKILL)
+        await wait_until(
+            lambda: floor.state_hub.counters.connects >= 2, timeout=15, what="reconnect"
+        )
+        await asyncio.sleep(0.3)
+        await publish(mosquitto.port, "gw/logger", b'{"seq": 2, "t": 20.5}')
+        await wait_until(lambda: any(r.point == "seq" and r.value == 2 for r in seen), what="seq 2")
+        async with Watcher(mosquitto.port, "floorctl/faults/status") as w:
+            await w.wait_for(lambda m: bool(m) and m[-1][1]["state"] == "online")
