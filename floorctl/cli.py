@@ -92,6 +92,72 @@ def config_schema(obj: Ctx) -> None:
     click.echo(json.dumps(json_schema(obj.kinds), indent=2))
 
 
+@config_group.command("show")
+@config_argument
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def config_show(obj: Ctx, file: str, as_json: bool) -> None:
+    """Print the rooms and every point's resolved alert and action limits, with where each
+    limit came from (default, room override or point override)."""
+    from floorctl.limits import LIMIT_KEYS, resolve_limits
+
+    config = obj.load(file)
+    limits = resolve_limits(config, obj.kinds)
+    if as_json:
+        rooms = [
+            {
+                "id": r.id,
+                "name": r.name,
+                "iso_class": r.iso_class.value,
+                "pressure": r.pressure.value if r.pressure else None,
+                "pressure_reference": r.pressure_reference,
+                "within": r.within,
+            }
+            for r in config.rooms
+        ]
+        click.echo(
+            json.dumps(
+                {"rooms": rooms, "points": [pl.as_dict() for pl in limits.values()]}, indent=2
+            )
+        )
+        return
+    by_room: dict[str | None, list[Any]] = {}
+    for pl in limits.values():
+        by_room.setdefault(pl.room, []).append(pl)
+    for r in [*config.rooms, None]:
+        rid = r.id if r is not None else None
+        points = by_room.get(rid, [])
+        if r is None and not points:
+            continue
+        if r is None:
+            click.echo("no room")
+        else:
+            parts = [
+                str(r.iso_class),
+                f"{r.pressure} pressure" if r.pressure else "no pressure regime",
+            ]
+            if r.pressure_reference:
+                parts.append(f"against {r.pressure_reference}")
+            if r.within:
+                parts.append(f"within {r.within}")
+            click.echo(f"room {r.id}{f' ({r.name})' if r.name else ''}: {', '.join(parts)}")
+        for pl in points:
+            unit = f" {pl.unit}" if pl.unit else ""
+            click.echo(f"  {pl.device}/{pl.point}  {pl.quantity.value}{unit}")
+            for key in LIMIT_KEYS:
+                lim = pl.get(key)
+                value = "-" if lim.value is None else f"{lim.value:g}"
+                source = "" if lim.value is None else f"  [{lim.source}]"
+                click.echo(f"    {key:<12} {value:>10}{source}")
+    unknown = [
+        f"{d.id}/{f.name}" for d in config.devices for f in d.fields if (d.id, f.name) not in limits
+    ]
+    if unknown:
+        click.echo(
+            f"no limits (quantity unknown; set `quantity` on the field): {', '.join(unknown)}"
+        )
+
+
 @cli.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj

@@ -32,6 +32,14 @@ from cattrs.errors import (
 
 from floorctl.decode import ByteOrder, DataType, RegisterTable, find_overlaps, register_count
 from floorctl.kinds import KindRegistry, Transport
+from floorctl.limits import (
+    LIMIT_KEYS,
+    LimitConfig,
+    PressureRegime,
+    Quantity,
+    check_order,
+    resolve_limits,
+)
 
 PathT = tuple[str | int, ...]
 
@@ -163,7 +171,14 @@ class RoomConfig:
     id: Ident
     name: str = ""
     iso_class: IsoClass = IsoClass.UNCLASSIFIED
+    #: positive, negative (hazardous drugs: a two-sided band) or neutral; decides the
+    #: default differential-pressure limits
+    pressure: PressureRegime | None = None
     pressure_reference: Ident | None = None
+    #: the room an ISO 5 unit (a hood, an isolator) stands in
+    within: Ident | None = None
+    #: overrides of the default limits, per quantity: [room.limits.temperature]
+    limits: dict[Quantity, LimitConfig] = field(factory=dict)
 
 
 @frozen
@@ -185,6 +200,9 @@ class FieldConfig:
     # publishing
     deadband: float = 0.0
     precision: int | None = None
+    # limits: what the point measures (decides the defaults) and per-point overrides
+    quantity: Quantity | None = None
+    limits: LimitConfig | None = None
 
     @property
     def count(self) -> int:
@@ -410,6 +428,8 @@ def make_converter() -> cattrs.Converter:
     c.register_structure_hook(ByteOrder, _enum(ByteOrder, "byte_order"))
     c.register_structure_hook(RegisterTable, _enum(RegisterTable, "register"))
     c.register_structure_hook(IsoClass, _enum(IsoClass, "iso_class"))
+    c.register_structure_hook(PressureRegime, _enum(PressureRegime, "pressure"))
+    c.register_structure_hook(Quantity, _enum(Quantity, "quantity"))
     c.register_structure_hook_func(lambda t: t == dict[str, Any], _plain_table)
     return c
 
@@ -754,7 +774,7 @@ def parse_config(
     found = problems.problems()
     if found:
         raise ConfigError(found, filename)
-    return Config(
+    config = Config(
         floor=sections["floor"],
         mqtt=tuple(o for _, o in sections["mqtt"] if o),
         modbus=tuple(o for _, o in sections["modbus"] if o),
@@ -764,6 +784,35 @@ def parse_config(
         path=filename,
         sha256=hashlib.sha256(data).hexdigest(),
     )
+    _check_resolved_limits(config, kinds, sections, problems)
+    found = problems.problems()
+    if found:
+        raise ConfigError(found, filename)
+    return config
+
+
+def _check_resolved_limits(
+    config: Config, kinds: KindRegistry, sections: dict[str, Any], problems: _Collector
+) -> None:
+    """Overrides are checked alone in _check; here the layers together (a room override of one
+    limit can cross a default it inherits). Reported at the most specific override."""
+    device_index = {d.id: i for i, d in sections["device"] if d}
+    room_index = {r.id: i for i, r in sections["room"] if r}
+    for (device_id, point), pl in resolve_limits(config, kinds).items():
+        why = check_order({k: pl.get(k).value for k in LIMIT_KEYS})
+        if not why:
+            continue
+        d = config.device(device_id)
+        room = config.room(d.room) if d is not None else None
+        assert d is not None
+        i = device_index[device_id]
+        j = next(j for j, ff in enumerate(d.fields) if ff.name == point)
+        path: PathT = ("device", i, "fields", j)
+        if d.fields[j].limits is not None:
+            path = (*path, "limits")
+        elif room is not None and pl.quantity in room.limits:
+            path = ("room", room_index[room.id], "limits", pl.quantity.value)
+        problems.add(path, f"with the limits {device_id}/{point} inherits: {why}")
 
 
 def _structure_one(cls: type, raw: dict[str, Any], path: PathT, problems: _Collector) -> Any:
@@ -854,6 +903,24 @@ def _check(
                 problems.add(
                     ("room", i, "pressure_reference"), f"unknown room {r.pressure_reference!r}"
                 )
+
+    rooms_by_id = {r.id: r for _, r in rooms}
+    for i, r in rooms:
+        if r.within is not None:
+            if r.within == r.id:
+                problems.add(("room", i, "within"), "a room cannot stand within itself")
+            elif r.within not in room_ids:
+                problems.add(("room", i, "within"), f"unknown room {r.within!r}")
+            elif (outer := rooms_by_id.get(r.within)) is not None and outer.within is not None:
+                problems.add(
+                    ("room", i, "within"),
+                    f"{r.within!r} stands within {outer.within!r} itself: one level only "
+                    "(an ISO 5 unit within a room)",
+                )
+        for quantity, table in r.limits.items():
+            why = check_order(dict(table.items()))
+            if why:
+                problems.add(("room", i, "limits", quantity.value), why)
 
     device_options: dict[str, Any] = {}
     # (via, unit, table) -> [(device index, field index, start, count)] for overlap checks
@@ -957,6 +1024,8 @@ def _check(
                 problems.add((*base, "fields", j, "scale"), "must be a finite, non-zero number")
             if f.deadband < 0:
                 problems.add((*base, "fields", j, "deadband"), "must be 0 or more")
+            if f.limits is not None and (why := check_order(dict(f.limits.items()))):
+                problems.add((*base, "fields", j, "limits"), why)
 
     for (via, unit, table), users in register_users.items():
         items = [(table, start, count) for _, _, start, count in users]

@@ -8,7 +8,7 @@ through exactly the same hook.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
@@ -16,6 +16,7 @@ from attrs import define, field, frozen
 if TYPE_CHECKING:
     from floorctl.config import DeviceConfig
     from floorctl.driver import DeviceContext, Driver
+    from floorctl.limits import Quantity
 
 
 class Transport(enum.StrEnum):
@@ -54,7 +55,13 @@ class Kind:
     options: type = EmptyOptions
     description: str = ""
     validate: Callable[[DeviceConfig, Any], Problems] | None = None
-    field_keys: frozenset[str] = frozenset({"name", "unit", "deadband", "precision"})
+    field_keys: frozenset[str] = frozenset(
+        {"name", "unit", "deadband", "precision", "quantity", "limits"}
+    )
+    #: ``quantities(device, options)`` -> {point name: Quantity} for points whose quantity the
+    #: kind knows (a T/RH/DP transmitter's "dp" is a differential pressure): decides which
+    #: default alert and action limits apply (floorctl.limits)
+    quantities: Callable[[DeviceConfig, Any], Mapping[str, Quantity]] | None = None
 
 
 class KindError(ValueError):

@@ -38,6 +38,8 @@ MODBUS_FIELD_KEYS = frozenset(
         "sentinels",
         "deadband",
         "precision",
+        "quantity",
+        "limits",
     }
 )
 
@@ -157,7 +159,9 @@ class ModbusDriver(PolledDriver):
 
 # --- mqtt_json -------------------------------------------------------------------------------
 
-JSON_FIELD_KEYS = frozenset({"name", "unit", "path", "scale", "offset", "deadband", "precision"})
+JSON_FIELD_KEYS = frozenset(
+    {"name", "unit", "path", "scale", "offset", "deadband", "precision", "quantity", "limits"}
+)
 
 
 @frozen
