@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import cattrs
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 from attrs import fields as attrs_fields
 from cattrs.errors import (
     AttributeValidationNote,
@@ -923,6 +923,7 @@ def _check(
                 problems.add(("room", i, "limits", quantity.value), why)
 
     device_options: dict[str, Any] = {}
+    merged: dict[int, DeviceConfig] = {}  # devices completed from their kind's point map
     # (via, unit, table) -> [(device index, field index, start, count)] for overlap checks
     register_users: dict[tuple[str, int, RegisterTable], list[tuple[int, int, int, int]]] = (
         defaultdict(list)
@@ -964,15 +965,19 @@ def _check(
                     )
             elif d.via is None:
                 problems.add(
-                    (*base, "via"), f"kind {d.kind!r} needs an [[{kind.transport}]] connection"
+                    (*base, "via"),
+                    f"kind {d.kind!r} needs an {_needs(kind.transports)} connection",
                 )
-            elif d.via in conns and conns[d.via] is not kind.transport:
+            elif d.via in conns and conns[d.via] not in kind.transports:
                 problems.add(
                     (*base, "via"),
                     f"{d.via!r} is an [[{conns[d.via]}]] connection; "
-                    f"kind {d.kind!r} needs [[{kind.transport}]]",
+                    f"kind {d.kind!r} needs {_needs(kind.transports)}",
                 )
-            if d.unit_id is not None and kind.transport is not Transport.MODBUS:
+            if d.unit_id is not None and (
+                Transport.MODBUS not in kind.transports
+                or (d.via in conns and conns[d.via] is not Transport.MODBUS)
+            ):
                 problems.add(
                     (*base, "unit_id"), f"unit_id applies to Modbus devices, not kind {d.kind!r}"
                 )
@@ -983,6 +988,9 @@ def _check(
                             (*base, "fields", j, key), f"not a field key of kind {d.kind!r}"
                         )
             options = _structure_one(kind.options, d.options, (*base, "options"), problems)
+            if options is not None and kind.points is not None:
+                d = _merge_points(d, kind.name, kind.points(d, options), base, problems)
+                merged[i] = d
             if options is not None:
                 device_options[d.id] = options
                 if kind.validate is not None:
@@ -1027,6 +1035,8 @@ def _check(
             if f.limits is not None and (why := check_order(dict(f.limits.items()))):
                 problems.add((*base, "fields", j, "limits"), why)
 
+    if merged:
+        sections["device"] = [(i, merged.get(i, d)) for i, d in sections["device"]]
     for (via, unit, table), users in register_users.items():
         items = [(table, start, count) for _, _, start, count in users]
         for a, b in find_overlaps(items):
@@ -1040,6 +1050,35 @@ def _check(
                 f"on {via!r} unit {unit}",
             )
     return device_options
+
+
+def _needs(transports: frozenset[Transport]) -> str:
+    return " or ".join(f"[[{t}]]" for t in sorted(transports))
+
+
+def _merge_points(
+    d: DeviceConfig,
+    kind_name: str,
+    points: Iterable[FieldConfig],
+    base: PathT,
+    problems: _Collector,
+) -> DeviceConfig:
+    """Complete a device from its kind's point map: no fields listed means every point; a
+    listed field must name a point and overrides the keys it sets."""
+    by_name = {p.name: p for p in points}
+    if not d.fields:
+        return evolve(d, fields=tuple(by_name.values()))
+    fields = []
+    for j, f in enumerate(d.fields):
+        point = by_name.get(f.name)
+        if point is None:
+            problems.add(
+                (*base, "fields", j, "name"),
+                f"kind {kind_name!r} has no point {f.name!r} (it has: {', '.join(by_name)})",
+            )
+            continue
+        fields.append(evolve(point, **{k: getattr(f, k) for k in _set_field_keys(f)}))
+    return evolve(d, fields=tuple(fields))
 
 
 def _raw_ids(raw: Any, section: str, key: str) -> list[str]:

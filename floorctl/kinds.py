@@ -8,15 +8,14 @@ through exactly the same hook.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 
 if TYPE_CHECKING:
-    from floorctl.config import DeviceConfig
+    from floorctl.config import DeviceConfig, FieldConfig
     from floorctl.driver import DeviceContext, Driver
-    from floorctl.limits import Quantity
 
 
 class Transport(enum.StrEnum):
@@ -58,10 +57,16 @@ class Kind:
     field_keys: frozenset[str] = frozenset(
         {"name", "unit", "deadband", "precision", "quantity", "limits"}
     )
-    #: ``quantities(device, options)`` -> {point name: Quantity} for points whose quantity the
-    #: kind knows (a T/RH/DP transmitter's "dp" is a differential pressure): decides which
-    #: default alert and action limits apply (floorctl.limits)
-    quantities: Callable[[DeviceConfig, Any], Mapping[str, Quantity]] | None = None
+    #: ``points(device, options)`` -> the kind's own point map (name, unit, quantity, and
+    #: anything else its driver needs). A device that lists no fields gets all of them; listed
+    #: fields must name points of the map and override what they set (unit, limits, ...).
+    points: Callable[[DeviceConfig, Any], Sequence[FieldConfig]] | None = None
+    #: further connection types ``via`` may name (cold storage: Modbus or MQTT)
+    alt_transports: frozenset[Transport] = frozenset()
+
+    @property
+    def transports(self) -> frozenset[Transport]:
+        return frozenset({self.transport}) | self.alt_transports
 
 
 class KindError(ValueError):

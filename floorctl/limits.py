@@ -170,15 +170,9 @@ def default_limits(quantity: Quantity, room: RoomConfig | None) -> tuple[LimitCo
 # --- resolution -------------------------------------------------------------------------------
 
 
-def point_quantity(
-    device: DeviceConfig, field: FieldConfig, kinds: KindRegistry | None, options: object
-) -> Quantity | None:
-    if field.quantity is not None:
-        return field.quantity
-    kind = kinds.get(device.kind) if kinds is not None else None
-    if kind is not None and kind.quantities is not None:
-        return kind.quantities(device, options).get(field.name)
-    return None
+def point_quantity(field: FieldConfig) -> Quantity | None:
+    """A field's quantity: written on the field, or filled in from its kind's point map."""
+    return field.quantity
 
 
 def resolve_point(
@@ -215,9 +209,8 @@ def resolve_limits(
     """Limits of every point whose quantity is known, keyed by (device, point)."""
     out: dict[tuple[str, str], PointLimits] = {}
     for d in config.devices:
-        options = config.device_options.get(d.id)
         for f in d.fields:
-            q = point_quantity(d, f, kinds, options)
+            q = point_quantity(f)
             if q is not None:
                 out[(d.id, f.name)] = resolve_point(config, d, f, q)
     return out
