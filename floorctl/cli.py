@@ -283,6 +283,153 @@ async def _run_once(obj: Ctx, config: Config) -> int:
     return 1 if silent else 0
 
 
+@cli.command("device")
+@click.argument("device_id", metavar="DEVICE")
+@click.argument("command", required=False)
+@click.argument("args", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option(
+    "-c",
+    "--config",
+    "file",
+    default=DEFAULT_CONFIG,
+    type=click.Path(dir_okay=False),
+    show_default=True,
+    help="The floor's devices.toml.",
+)
+@click.option(
+    "--direct",
+    is_flag=True,
+    help="Talk to the device itself instead of through the running daemon.",
+)
+@click.option("--timeout", default=20.0, show_default=True, help="Seconds to wait for the reply.")
+@click.pass_obj
+def device(
+    obj: Ctx,
+    device_id: str,
+    command: str | None,
+    args: tuple[str, ...],
+    file: str,
+    direct: bool,
+    timeout: float,
+) -> None:
+    """Run a device command (tare, zero, ...), or list a device's commands.
+
+    The request goes to the running daemon (`floorctl run`) over MQTT, which runs it through the
+    device's driver and replies; --direct opens the device itself (only when no daemon holds it).
+    Exit 0 when the device did it, 1 when refused or failed, 2 on a usage error.
+    """
+    config = obj.load(file)
+    dev = config.device(device_id)
+    if dev is None:
+        raise click.UsageError(
+            f"no device {device_id!r} in {file} (devices: "
+            f"{', '.join(d.id for d in config.devices)})"
+        )
+    kind = obj.kinds.get(dev.kind)
+    commands: dict[str, str] = dict(getattr(kind.driver, "commands", {}) if kind else {})
+    if command is None:
+        if not commands:
+            click.echo(f"{device_id} ({dev.kind}) has no commands")
+        for name, what in sorted(commands.items()):
+            click.echo(f"{name:<12} {what}")
+        return
+    if command not in commands:
+        raise click.UsageError(
+            f"device {device_id!r} ({dev.kind}) has no command {command!r} "
+            f"(it has: {', '.join(sorted(commands)) or 'none'})"
+        )
+    arguments: dict[str, Any] = {}
+    for item in args:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"argument {item!r}: write KEY=VALUE")
+        try:
+            arguments[key] = json.loads(value)
+        except ValueError:
+            arguments[key] = value
+    runner = _command_direct if direct else _command_via_daemon
+    answer = asyncio.run(runner(obj, config, dev.id, command, arguments, timeout))
+    status = answer["status"]
+    if status == "done":
+        click.echo(
+            f"{device_id} {command}: done"
+            + (f": {answer['result']}" if answer.get("result") else "")
+        )
+        return
+    click.echo(f"{device_id} {command}: {status}: {answer.get('error')}", err=True)
+    sys.exit(1)
+
+
+async def _command_via_daemon(
+    obj: Ctx, config: Config, device_id: str, command: str, args: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    import aiomqtt
+
+    from floorctl.commands import CommandRequest
+    from floorctl.hubs.mqtt import make_client
+    from floorctl.publisher import Topics
+
+    topics = Topics(config.floor.prefix)
+    req = CommandRequest.new(device_id, command, args)
+    conn = config.state_connection
+    try:
+        async with asyncio.timeout(timeout):
+            async with make_client(conn, identifier=f"floorctl-cli-{req.id[:12]}") as client:
+                await client.subscribe(topics.reply(req.id), qos=1)
+                await client.publish(topics.command(device_id), req.payload(), qos=1)
+                async for message in client.messages:
+                    body = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                    if body.get("id") == req.id:
+                        return body
+    except TimeoutError:
+        return {
+            "status": "failed",
+            "error": f"no reply within {timeout:g}s: is `floorctl run` "
+            "running for this floor? (--direct talks to the device itself)",
+        }
+    except aiomqtt.MqttError as exc:
+        return {
+            "status": "failed",
+            "error": f"cannot reach the broker {conn.host}:{conn.port}: {exc}",
+        }
+    return {"status": "failed", "error": "the broker closed the connection"}
+
+
+async def _command_direct(
+    obj: Ctx, config: Config, device_id: str, command: str, args: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    from floorctl.commands import CommandRequest
+    from floorctl.daemon import DeviceState, Floor
+
+    floor = Floor(config, obj.pm, obj.kinds, publish=False)
+    rt = floor.devices[device_id]
+    hub = rt.ctx.hub
+    hub_task = asyncio.create_task(hub.run()) if hub is not None else None
+    try:
+        kind = obj.kinds.get(rt.config.kind)
+        assert kind is not None
+        rt.driver = kind.driver(rt.ctx)
+        async with asyncio.timeout(timeout):
+            if hub is not None and hasattr(hub, "wait_connected"):
+                await hub.wait_connected()
+            await rt.driver.start()
+            rt.state = DeviceState.ONLINE
+            return await floor.run_command(CommandRequest.new(device_id, command, args))
+    except TimeoutError:
+        return {"status": "failed", "error": f"no answer within {timeout:g}s"}
+    except Exception as exc:
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        if rt.driver is not None:
+            with contextlib.suppress(Exception):
+                await rt.driver.stop()
+        if hub_task is not None:
+            hub_task.cancel()
+            await asyncio.gather(hub_task, return_exceptions=True)
+        if hasattr(hub, "close"):
+            hub.close()
+
+
 @cli.command("simulate")
 @config_argument
 @click.option(

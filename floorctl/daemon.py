@@ -21,8 +21,9 @@ import pluggy
 from attrs import define, field
 
 from floorctl import __version__
+from floorctl.commands import BadRequest, CommandRequest, Status, parse_request, reply
 from floorctl.config import Config, DeviceConfig, ModbusConnection, MqttConnection
-from floorctl.driver import DeviceContext, DeviceUnavailable, Driver
+from floorctl.driver import CommandError, DeviceContext, DeviceUnavailable, Driver
 from floorctl.hubs.modbus import ModbusHub
 from floorctl.hubs.mqtt import MqttHub, NotConnected
 from floorctl.kinds import KindRegistry
@@ -103,6 +104,8 @@ class Floor:
         self.publisher: StatePublisher | None = None
         if publish:
             self.state_hub.on_connect.append(self._birth)
+            # device commands arrive as requests on <prefix>/command/<device>
+            self.state_hub.subscribe(self.topics.command("+"), 1, self._on_command)
             deadbands = {(d.id, f.name): f.deadband for d in config.devices for f in d.fields}
             self.publisher = StatePublisher(
                 self.state_hub,
@@ -121,6 +124,7 @@ class Floor:
                 hub=self.hubs.get(d.via) if d.via else None,
                 room=config.room(d.room),
                 log=logging.getLogger(f"floorctl.device.{d.id}"),
+                emit_event=self.emit_event,
             )
             rt = DeviceRuntime(d, ctx)
             if not d.enabled:
@@ -248,6 +252,88 @@ class Floor:
             await self.state_hub.publish(topic, dumps(payload), qos=1, retain=retain)
         except NotConnected:
             pass  # device status is republished in full on every (re)connect
+
+    # --- commands ----------------------------------------------------------------------------
+
+    COMMAND_TIMEOUT = 15.0
+
+    def _on_command(self, topic: str, payload: bytes) -> None:
+        device = topic.rsplit("/", 1)[-1]
+        asyncio.get_running_loop().create_task(self._run_command(device, payload))
+
+    async def _run_command(self, device_id: str, payload: bytes) -> None:
+        try:
+            req = parse_request(device_id, payload)
+        except BadRequest as exc:
+            log.warning("command for %s refused: %s", device_id, exc)
+            if exc.request_id is not None:
+                await self._reply(
+                    reply(exc.request_id, device_id, None, Status.REFUSED, error=str(exc))
+                )
+            return
+        answer = await self.run_command(req)
+        self.emit_event(
+            Event(
+                EventKind.COMMAND,
+                device_id,
+                f"{req.command}: {answer['status']}"
+                + (f": {answer['result']}" if answer["result"] else "")
+                + (f": {answer['error']}" if answer["error"] else ""),
+            )
+        )
+        await self._reply(answer)
+
+    async def run_command(self, req: CommandRequest) -> dict[str, Any]:
+        """Run one command through the device's driver; the reply document says how it went."""
+        rt = self.devices.get(req.device)
+        if rt is None:
+            return reply(
+                req.id, req.device, req.command, Status.REFUSED, error=f"no device {req.device!r}"
+            )
+        driver = rt.driver
+        commands = getattr(driver, "commands", {}) if driver is not None else {}
+        if driver is None or rt.state in (DeviceState.DISABLED, DeviceState.STARTING):
+            return reply(
+                req.id,
+                req.device,
+                req.command,
+                Status.REFUSED,
+                error=f"device {req.device!r} is {rt.state}, not running",
+            )
+        if req.command not in commands:
+            known = ", ".join(sorted(commands)) or "none"
+            return reply(
+                req.id,
+                req.device,
+                req.command,
+                Status.REFUSED,
+                error=f"device {req.device!r} has no command {req.command!r} (it has: {known})",
+            )
+        try:
+            async with asyncio.timeout(self.COMMAND_TIMEOUT):
+                result = await driver.command(req.command, req.args)
+        except CommandError as exc:
+            return reply(req.id, req.device, req.command, Status.FAILED, error=str(exc))
+        except TimeoutError:
+            return reply(
+                req.id,
+                req.device,
+                req.command,
+                Status.FAILED,
+                error=f"no answer within {self.COMMAND_TIMEOUT:g}s",
+            )
+        except Exception as exc:  # a driver bug is a failed command, never a dead daemon
+            log.exception("device %s: command %s failed", req.device, req.command)
+            return reply(
+                req.id, req.device, req.command, Status.FAILED, error=f"{type(exc).__name__}: {exc}"
+            )
+        return reply(req.id, req.device, req.command, Status.DONE, result=result)
+
+    async def _reply(self, answer: dict[str, Any]) -> None:
+        try:
+            await self.state_hub.publish(self.topics.reply(answer["id"]), dumps(answer), qos=1)
+        except NotConnected:
+            log.warning("reply to command %s lost: broker unreachable", answer["id"])
 
     # --- tasks -------------------------------------------------------------------------------
 

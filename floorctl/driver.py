@@ -23,12 +23,12 @@ import collections
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from attrs import define, field
 
-from floorctl.model import Quality, Reading
+from floorctl.model import Event, Quality, Reading
 
 if TYPE_CHECKING:
     from floorctl.config import DeviceConfig, RoomConfig
@@ -84,6 +84,9 @@ class DeviceContext:
     counters: DeviceCounters = field(factory=DeviceCounters)
     room: RoomConfig | None = None
     log: logging.Logger = field(factory=lambda: logging.getLogger("floorctl.device"))
+    #: report a floor event (a data gap a backfill filled, a device fault): the daemon
+    #: publishes it on <prefix>/events and passes it to floorctl_on_event
+    emit_event: Callable[[Event], None] = lambda event: None
 
     def bad_readings(
         self, detail: str, quality: Quality = Quality.BAD, *, receive_time: float | None = None

@@ -24,6 +24,7 @@ class Quality(enum.StrEnum):
     STALE = "stale"  # no fresh value within the device's expiry window
     BAD = "bad"  # the input could not be turned into a value (payload, register, NaN, sentinel)
     DEVICE_ERROR = "device-error"  # the device itself reported a fault or an exception
+    UNCERTAIN = "uncertain"  # a real value, not fit for a record (a balance's dynamic weight)
 
     @property
     def usable(self) -> bool:
@@ -46,6 +47,8 @@ class Reading:
     source_time: float | None = None
     unit: str | None = None
     detail: str | None = None  # why the quality is not good, for people
+    #: sent late from a device's buffer (store-and-forward): source_time says when it was true
+    historical: bool = False
 
     @classmethod
     def bad(
@@ -87,6 +90,7 @@ class Reading:
             "source_time": self.source_time,
             "receive_time": self.receive_time,
             "detail": self.detail,
+            "historical": self.historical,
         }
 
 
@@ -97,6 +101,8 @@ class EventKind(enum.StrEnum):
     HUB_DOWN = "hub-down"
     HUB_UP = "hub-up"
     QUEUE_OVERFLOW = "queue-overflow"
+    DATA_GAP = "data-gap"  # a device's buffered samples filled (part of) an outage: detail says
+    COMMAND = "command"  # a device command was run (or refused)
     DAEMON_START = "daemon-start"
     DAEMON_STOP = "daemon-stop"
 

@@ -48,6 +48,12 @@ class Topics:
     def device_status(self, device: str) -> str:
         return f"{self.prefix}/device/{device}/status"
 
+    def command(self, device: str) -> str:
+        return f"{self.prefix}/command/{device}"
+
+    def reply(self, request_id: str) -> str:
+        return f"{self.prefix}/reply/{request_id}"
+
 
 @define
 class _Published:
@@ -93,8 +99,11 @@ class StatePublisher:
     _in_flight: int = 0
 
     def offer(self, reading: Reading) -> None:
-        """Take a reading; never blocks."""
+        """Take a reading; never blocks. Historical (backfilled) readings are not live state:
+        they go to the other sinks and hooks, never over a point's current retained value."""
         self.counters.offered += 1
+        if reading.historical:
+            return
         key = (reading.device, reading.point)
         self._latest[key] = reading
         if self._quality.get(key) is not reading.quality:

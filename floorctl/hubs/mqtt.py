@@ -68,6 +68,36 @@ class _CountingQueue(asyncio.Queue):  # type: ignore[type-arg]
             self.hub._overflow()
 
 
+def tls_parameters(conn: MqttConnection) -> aiomqtt.TLSParameters | None:
+    if not conn.tls:
+        return None
+    return aiomqtt.TLSParameters(
+        ca_certs=conn.ca_file,
+        certfile=conn.cert_file,
+        keyfile=conn.key_file,
+        cert_reqs=ssl.CERT_NONE if conn.tls_insecure else ssl.CERT_REQUIRED,
+    )
+
+
+def make_client(
+    conn: MqttConnection, *, identifier: str | None = None, **kwargs: Any
+) -> aiomqtt.Client:
+    """An aiomqtt client for a configured connection (address, credentials, TLS, keepalive).
+    The daemon's hubs and short-lived clients (``floorctl device``, the terminal UI) share it."""
+    return aiomqtt.Client(
+        conn.host,
+        int(conn.port),
+        username=conn.username,
+        password=conn.password,
+        identifier=identifier,
+        keepalive=max(int(conn.keepalive), 1),
+        tls_params=tls_parameters(conn),
+        tls_insecure=conn.tls_insecure if conn.tls else None,
+        timeout=10,
+        **kwargs,
+    )
+
+
 class NotConnected(aiomqtt.MqttError):
     """Publishing while the connection is down (an MqttError, so the reconnect loop handles it)."""
 
@@ -187,34 +217,15 @@ class MqttHub:
 
     # --- the connection loop -------------------------------------------------------------
 
-    def _tls(self) -> aiomqtt.TLSParameters | None:
-        c = self.conn
-        if not c.tls:
-            return None
-        return aiomqtt.TLSParameters(
-            ca_certs=c.ca_file,
-            certfile=c.cert_file,
-            keyfile=c.key_file,
-            cert_reqs=ssl.CERT_NONE if c.tls_insecure else ssl.CERT_REQUIRED,
-        )
-
     def _make_client(self) -> aiomqtt.Client:
         c = self.conn
-        queue_type = type("HubQueue", (_CountingQueue,), {"hub": self})
-        return aiomqtt.Client(
-            c.host,
-            int(c.port),
-            username=c.username,
-            password=c.password,
+        return make_client(
+            c,
             identifier=self.client_id,
             clean_session=c.clean_session,
-            keepalive=max(int(c.keepalive), 1),
             will=self.will,
-            tls_params=self._tls(),
-            tls_insecure=c.tls_insecure if c.tls else None,
-            queue_type=queue_type,
+            queue_type=type("HubQueue", (_CountingQueue,), {"hub": self}),
             max_queued_incoming_messages=int(c.max_queued_incoming),
-            timeout=10,
             logger=logging.getLogger(f"floorctl.mqtt.{self.name}.aiomqtt"),
         )
 
