@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from attrs import define, field
 from pymodbus.client import AsyncModbusTcpClient
@@ -153,23 +154,14 @@ class ModbusHub:
         else:
             log.debug("modbus %s: still down: %s", self.name, why)
 
-    async def read(
-        self, table: RegisterTable, address: int, count: int, unit: int
-    ) -> list[int] | list[bool]:
-        """Read ``count`` registers or bits; raise DeviceUnavailable or ModbusDeviceError."""
+    async def _call(self, request: str, make: Callable[[AsyncModbusTcpClient], Any]) -> Any:
+        """One request under the lock, with the connection's timeout and failure handling."""
         async with self._lock:
             client = await self._ensure_connected()
             self.counters.requests += 1
-            method = {
-                RegisterTable.HOLDING: client.read_holding_registers,
-                RegisterTable.INPUT: client.read_input_registers,
-                RegisterTable.COIL: client.read_coils,
-                RegisterTable.DISCRETE: client.read_discrete_inputs,
-            }[table]
-            request = f"{table} {address}..{address + count - 1} unit {unit}"
             try:
                 async with asyncio.timeout(float(self.conn.timeout)):
-                    rr = await method(address, count=count, device_id=unit)
+                    rr = await make(client)
             except (TimeoutError, OSError, ModbusException) as exc:
                 why = str(exc) or type(exc).__name__
                 self._failed(f"{request}: {why}")
@@ -177,6 +169,36 @@ class ModbusHub:
             if rr.isError():
                 self.counters.exceptions += 1
                 raise ModbusDeviceError(getattr(rr, "exception_code", 0), request)
-            if table.is_bits:
-                return list(rr.bits[:count])
-            return list(rr.registers[:count])
+            return rr
+
+    async def write_registers(self, address: int, values: list[int], unit: int) -> None:
+        """Write holding registers (function 16); raise DeviceUnavailable or ModbusDeviceError."""
+        await self._call(
+            f"write holding {address}..{address + len(values) - 1} unit {unit}",
+            lambda c: c.write_registers(address, values, device_id=unit),
+        )
+
+    async def write_coil(self, address: int, value: bool, unit: int) -> None:
+        """Write one coil (function 5); raise DeviceUnavailable or ModbusDeviceError."""
+        await self._call(
+            f"write coil {address} unit {unit}",
+            lambda c: c.write_coil(address, value, device_id=unit),
+        )
+
+    async def read(
+        self, table: RegisterTable, address: int, count: int, unit: int
+    ) -> list[int] | list[bool]:
+        """Read ``count`` registers or bits; raise DeviceUnavailable or ModbusDeviceError."""
+        name = {
+            RegisterTable.HOLDING: "read_holding_registers",
+            RegisterTable.INPUT: "read_input_registers",
+            RegisterTable.COIL: "read_coils",
+            RegisterTable.DISCRETE: "read_discrete_inputs",
+        }[table]
+        rr = await self._call(
+            f"{table} {address}..{address + count - 1} unit {unit}",
+            lambda c: getattr(c, name)(address, count=count, device_id=unit),
+        )
+        if table.is_bits:
+            return list(rr.bits[:count])
+        return list(rr.registers[:count])
