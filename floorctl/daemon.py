@@ -383,7 +383,9 @@ class Floor:
                 continue
             limit = rt.config.stale_after
             last = rt.last_seen if rt.last_seen is not None else rt.started
-            if now - last > limit and rt.state != DeviceState.COMM_LOSS:
+            # a device whose driver cannot start (a failed test-register check) stays "error":
+            # its points still go stale below, but it is not a communication loss
+            if now - last > limit and rt.state not in (DeviceState.COMM_LOSS, DeviceState.ERROR):
                 age = f"no reading for {now - last:.1f}s (limit {limit:g}s)"
                 self._set_state(rt, DeviceState.COMM_LOSS, age)
             for f in rt.config.fields:

@@ -22,6 +22,7 @@ import enum
 import math
 import struct
 from collections.abc import Collection, Sequence
+from typing import Any
 
 from attrs import frozen
 
@@ -351,3 +352,90 @@ def find_overlaps(items: Sequence[tuple[RegisterTable, int, int]]) -> list[tuple
             pairs.append((min(index, other_index), max(index, other_index)))
     pairs.sort()
     return pairs
+
+
+class FieldDecoder:
+    """``decode_registers`` for one field, prepared once: the hot path of every Modbus poll.
+
+    Word order and byte order become a word reversal plus a big- or little-endian pack of the
+    16-bit words; the value is then unpacked big-endian with one prepared ``struct.Struct``.
+    Gives exactly what ``decode_registers`` gives for the same arguments (tested).
+    """
+
+    __slots__ = (
+        "_bits",
+        "_bool",
+        "_count",
+        "_offset",
+        "_pack",
+        "_precision",
+        "_reverse",
+        "_scale",
+        "_scaled",
+        "_sentinels",
+        "_unpack",
+    )
+
+    def __init__(
+        self,
+        dtype: DataType | None,
+        byte_order: ByteOrder = ByteOrder.ABCD,
+        *,
+        scale: float = 1.0,
+        offset: float = 0.0,
+        sentinels: Collection[float] = (),
+        precision: int | None = None,
+        bits: bool = False,
+    ) -> None:
+        dtype = DataType(dtype or DataType.UINT16)
+        fmt, count = _FORMATS[dtype]
+        order = ByteOrder(byte_order)
+        self._bits = bits
+        self._bool = dtype is DataType.BOOL
+        self._count = count
+        # ABCD: words as they are; CDAB: words reversed; BADC: bytes swapped in each word;
+        # DCBA: both (16-bit types: only the byte swap applies)
+        self._reverse = count > 1 and order in (ByteOrder.CDAB, ByteOrder.DCBA)
+        swap = order in (ByteOrder.BADC, ByteOrder.DCBA)
+        self._pack = struct.Struct(("<" if swap else ">") + "H" * count)
+        self._unpack = struct.Struct(">" + fmt)
+        self._scale = scale
+        self._offset = offset
+        self._scaled = scale != 1 or offset != 0
+        self._sentinels = tuple(sentinels)
+        self._precision = precision
+
+    def __call__(self, words: Sequence[int] | Sequence[bool]) -> tuple[Any, Quality, str | None]:
+        """(value, quality, detail) of one field's words (or bit)."""
+        if self._bits:
+            d = decode_bits(words)  # type: ignore[arg-type]
+            return d.value, d.quality, d.detail
+        if len(words) != self._count:
+            noun = "register" if self._count == 1 else "registers"
+            return None, Quality.BAD, f"expected {self._count} {noun}, got {len(words)}"
+        try:
+            packed = self._pack.pack(*(reversed(words) if self._reverse else words))
+        except struct.error:
+            for word in words:
+                if not isinstance(word, int):
+                    return None, Quality.BAD, f"register value {word!r} is not an integer"
+                if not 0 <= word <= WORD_MAX:
+                    return None, Quality.BAD, f"register value {word} out of 0..{WORD_MAX}"
+            raise
+        raw = self._unpack.unpack(packed)[0]
+        if isinstance(raw, float) and not math.isfinite(raw):
+            return None, Quality.BAD, "NaN" if math.isnan(raw) else "infinite"
+        if self._sentinels:
+            for sentinel in self._sentinels:
+                if raw == sentinel:
+                    return None, Quality.BAD, f"sentinel value {_fmt(sentinel)}"
+        if self._bool:
+            return raw != 0, Quality.GOOD, None
+        value = raw
+        if self._scaled:
+            value = float(raw) * self._scale + self._offset
+            if not math.isfinite(value):
+                return None, Quality.BAD, "infinite after scale/offset"
+        if self._precision is not None:
+            value = round(value, self._precision)
+        return value, Quality.GOOD, None

@@ -103,6 +103,7 @@ class EventKind(enum.StrEnum):
     QUEUE_OVERFLOW = "queue-overflow"
     DATA_GAP = "data-gap"  # a device's buffered samples filled (part of) an outage: detail says
     COMMAND = "command"  # a device command was run (or refused)
+    CYCLE = "cycle"  # a process cycle (an autoclave run) ended: detail names it and its result
     DAEMON_START = "daemon-start"
     DAEMON_STOP = "daemon-stop"
 

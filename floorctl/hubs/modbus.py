@@ -19,6 +19,7 @@ from attrs import define, field
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from floorctl.aio import reraise_cancel
 from floorctl.config import ModbusConnection
 from floorctl.decode import RegisterTable
 from floorctl.driver import DeviceUnavailable
@@ -118,6 +119,7 @@ class ModbusHub:
         try:
             async with asyncio.timeout(float(self.conn.timeout) + 0.5):
                 ok = await self._client.connect()
+            reraise_cancel()
         except (TimeoutError, OSError, ModbusException) as exc:
             ok = False
             why = str(exc) or type(exc).__name__
@@ -162,6 +164,7 @@ class ModbusHub:
             try:
                 async with asyncio.timeout(float(self.conn.timeout)):
                     rr = await make(client)
+                reraise_cancel()  # pymodbus's wait_for can swallow a cancellation on 3.11
             except (TimeoutError, OSError, ModbusException) as exc:
                 why = str(exc) or type(exc).__name__
                 self._failed(f"{request}: {why}")
@@ -170,6 +173,13 @@ class ModbusHub:
                 self.counters.exceptions += 1
                 raise ModbusDeviceError(getattr(rr, "exception_code", 0), request)
             return rr
+
+    async def write_register(self, address: int, value: int, unit: int) -> None:
+        """Write one holding register (function 6: some devices accept no other write)."""
+        await self._call(
+            f"write holding {address} unit {unit}",
+            lambda c: c.write_register(address, value, device_id=unit),
+        )
 
     async def write_registers(self, address: int, values: list[int], unit: int) -> None:
         """Write holding registers (function 16); raise DeviceUnavailable or ModbusDeviceError."""

@@ -22,6 +22,7 @@ from typing import Any
 import aiomqtt
 from attrs import define, field
 
+from floorctl.aio import reraise_cancel
 from floorctl.config import MqttConnection
 from floorctl.model import Event, EventKind
 
@@ -210,6 +211,7 @@ class MqttHub:
             raise NotConnected(f"mqtt {self.name}: not connected")
         try:
             await client.publish(topic, payload, qos=qos, retain=retain)
+            reraise_cancel()  # aiomqtt's wait_for can swallow a cancellation on 3.11
         except aiomqtt.MqttError as exc:
             self.counters.publish_errors += 1
             raise NotConnected(f"mqtt {self.name}: publish failed: {exc}") from exc
@@ -219,7 +221,7 @@ class MqttHub:
 
     def _make_client(self) -> aiomqtt.Client:
         c = self.conn
-        return make_client(
+        client = make_client(
             c,
             identifier=self.client_id,
             clean_session=c.clean_session,
@@ -228,6 +230,10 @@ class MqttHub:
             max_queued_incoming_messages=int(c.max_queued_incoming),
             logger=logging.getLogger(f"floorctl.mqtt.{self.name}.aiomqtt"),
         )
+        # the state publisher keeps a window of publishes in flight on purpose: aiomqtt would
+        # otherwise log a warning for nearly every publish above 10 pending
+        client.pending_calls_threshold = 1000
+        return client
 
     async def run(self) -> None:
         """Connect, replay subscriptions, dispatch messages; reconnect forever."""

@@ -17,7 +17,7 @@ from attrs import frozen
 
 from floorctl import hookimpl
 from floorctl.config import DeviceConfig, FieldConfig
-from floorctl.decode import DataType, ReadBlock, decode_bits, decode_registers, plan_reads
+from floorctl.decode import DataType, FieldDecoder, ReadBlock, plan_reads
 from floorctl.driver import DeviceContext, PolledDriver, SubscribedDriver
 from floorctl.hubs.modbus import ModbusDeviceError
 from floorctl.kinds import Kind, KindRegistry, Problems, Transport
@@ -98,9 +98,20 @@ class ModbusDriver(PolledDriver):
         base = ctx.options.address_base if ctx.options is not None else 0
         fields = [f for f in ctx.device.fields if f.register is not None and f.address is not None]
         blocks = plan_reads([(f.register, int(f.address) - base, f.count) for f in fields])  # type: ignore[misc]
-        # each block with its fields and each field's offset inside the block
-        self._plan: list[tuple[ReadBlock, list[tuple[FieldConfig, int]]]] = [
-            (b, [(fields[m], int(fields[m].address) - base - b.address) for m in b.members])  # type: ignore[arg-type]
+        # each block with its fields, each field's offset inside the block and its decoder
+        # (prepared once: decoding is the hot path of every poll)
+        self._plan: list[tuple[ReadBlock, list[tuple[FieldConfig, int, FieldDecoder]]]] = [
+            (
+                b,
+                [
+                    (
+                        fields[m],
+                        int(fields[m].address) - base - b.address,  # type: ignore[arg-type]
+                        _decoder(fields[m], b.table.is_bits),
+                    )
+                    for m in b.members
+                ],
+            )
             for b in blocks
         ]
         self._unit = ctx.device.modbus_unit
@@ -125,36 +136,26 @@ class ModbusDriver(PolledDriver):
                         quality=Quality.DEVICE_ERROR,
                         receive_time=now,
                     )
-                    for f, _ in members
+                    for f, _, _ in members
                 )
                 continue
             now = time.time()
-            for f, offset in members:
-                words = data[offset : offset + f.count]
-                if block.table.is_bits:
-                    decoded = decode_bits(words)  # type: ignore[arg-type]
-                else:
-                    decoded = decode_registers(
-                        words,  # type: ignore[arg-type]
-                        f.type or DataType.UINT16,
-                        f.byte_order,
-                        scale=f.scale,
-                        offset=f.offset,
-                        sentinels=f.sentinels,
-                        precision=f.precision,
-                    )
-                out.append(
-                    Reading(
-                        device_id,
-                        f.name,
-                        decoded.value,
-                        decoded.quality,
-                        receive_time=now,
-                        unit=f.unit,
-                        detail=decoded.detail,
-                    )
-                )
+            for f, offset, decode in members:
+                value, quality, detail = decode(data[offset : offset + f.count])
+                out.append(Reading(device_id, f.name, value, quality, now, None, f.unit, detail))
         return out
+
+
+def _decoder(f: FieldConfig, bits: bool) -> FieldDecoder:
+    return FieldDecoder(
+        f.type,
+        f.byte_order,
+        scale=f.scale,
+        offset=f.offset,
+        sentinels=f.sentinels,
+        precision=f.precision,
+        bits=bits,
+    )
 
 
 # --- mqtt_json -------------------------------------------------------------------------------

@@ -248,3 +248,63 @@ async def test_subscriptions_replayed_when_the_broker_lost_every_session(mosquit
         await wait_until(lambda: any(r.point == "seq" and r.value == 2 for r in seen), what="seq 2")
         async with Watcher(mosquitto.port, "floorctl/faults/status") as w:
             await w.wait_for(lambda m: bool(m) and m[-1][1]["state"] == "online")
+
+
+def _busy_floor(n: int) -> str:
+    devices = "".join(
+        f"""
+[[device]]
+id = "d{i}"
+kind = "modbus"
+via = "plc"
+unit_id = {i}
+interval = "20ms"
+timeout = "15ms"
+[[device.fields]]
+name = "v"
+register = "input"
+address = 0
+type = "FLOAT32"
+"""
+        for i in range(1, n + 1)
+    )
+    return f"""
+[floor]
+id = "busy"
+[[mqtt]]
+name = "broker"
+port = "${{PORT}}"
+client_id = "floorctl-busy-${{PORT}}"
+[[modbus]]
+name = "plc"
+port = "${{MPORT}}"
+timeout = "15ms"
+{devices}"""
+
+
+@pytest.mark.slow
+async def test_a_busy_floor_stops_within_a_second(mosquitto) -> None:
+    """Python 3.11's wait_for (inside pymodbus and aiomqtt) can swallow a cancellation; the
+    hubs re-raise it, so SIGTERM never hangs under polling load."""
+    from floorctl.daemon import Floor
+
+    from .floorkit import make_config
+
+    mport = free_port()
+    text = _busy_floor(30)
+    config, pm, kinds = make_config(text, PORT=mosquitto.port, MPORT=mport)
+    sim = ModbusSimServer(config.modbus[0], list(config.devices))
+    await sim.start()
+    try:
+        for _ in range(6):
+            floor = Floor(config, pm, kinds)
+            task = asyncio.create_task(floor.run())
+            await wait_until(
+                lambda f=floor: sum(r.ctx.counters.polls for r in f.devices.values()) > 300
+            )
+            started = asyncio.get_running_loop().time()
+            floor.stop()
+            await asyncio.wait_for(task, 5)
+            assert asyncio.get_running_loop().time() - started < 1.0
+    finally:
+        await sim.stop()

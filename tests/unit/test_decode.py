@@ -597,3 +597,53 @@ def _brute_overlaps(items: Sequence[tuple[RegisterTable, int, int]]) -> list[tup
 @given(items=_items)
 def test_find_overlaps_matches_brute_force(items: list[tuple[RegisterTable, int, int]]) -> None:
     assert find_overlaps(items) == _brute_overlaps(items)
+
+
+# --- FieldDecoder: the prepared fast path must equal decode_registers ------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from floorctl.decode import FieldDecoder  # noqa: E402
+
+_WORDS = st.integers(min_value=0, max_value=0xFFFF)
+_NUMERIC = [t for t in DataType if t is not DataType.BOOL]
+
+
+@pytest.mark.parametrize("dtype", [*_NUMERIC, DataType.BOOL])
+@pytest.mark.parametrize("order", list(ByteOrder))
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_field_decoder_equals_decode_registers(dtype, order, data) -> None:
+    n = register_count(dtype)
+    words = data.draw(st.lists(_WORDS, min_size=n, max_size=n))
+    scale = data.draw(st.sampled_from([1.0, 0.1, -2.5]))
+    offset = data.draw(st.sampled_from([0.0, 273.15]))
+    precision = data.draw(st.sampled_from([None, 0, 2]))
+    sentinels = data.draw(st.sampled_from([(), (words[0],), (32767, -9999)]))
+    expected = decode_registers(
+        words, dtype, order, scale=scale, offset=offset, sentinels=sentinels, precision=precision
+    )
+    got = FieldDecoder(
+        dtype, order, scale=scale, offset=offset, sentinels=sentinels, precision=precision
+    )(words)
+    assert got[1] == expected.quality and got[2] == expected.detail
+    if isinstance(expected.value, float) and math.isnan(expected.value):
+        raise AssertionError("decode_registers never returns NaN as a value")
+    assert got[0] == expected.value and type(got[0]) is type(expected.value)
+
+
+@pytest.mark.parametrize(
+    "words",
+    [[], [1, 2, 3], [70000, 1], [-1, 0], [1.5, 2]],
+    ids=["empty", "three", "big", "neg", "float"],
+)
+def test_field_decoder_bad_words_like_decode_registers(words) -> None:
+    expected = decode_registers(words, DataType.FLOAT32, ByteOrder.CDAB)
+    got = FieldDecoder(DataType.FLOAT32, ByteOrder.CDAB)(words)
+    assert (got[0], got[1], got[2]) == (expected.value, expected.quality, expected.detail)
+
+
+def test_field_decoder_bits() -> None:
+    assert FieldDecoder(None, bits=True)([True]) == (True, Quality.GOOD, None)
+    assert FieldDecoder(None, bits=True)([1, 0])[1] is Quality.BAD
