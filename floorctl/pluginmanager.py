@@ -19,6 +19,9 @@ DISABLE_AUTOLOAD_ENV = "FLOORCTL_DISABLE_PLUGIN_AUTOLOAD"
 #: Built-in plugins, by the same names they carry as entry points in pyproject.toml.
 BUILTIN_PLUGINS: dict[str, str] = {
     "generic": "floorctl.plugins.generic",
+    "balances": "floorctl.plugins.balances",
+    "environment": "floorctl.plugins.environment",
+    "equipment": "floorctl.plugins.equipment",
 }
 
 

@@ -6,8 +6,16 @@ the Modbus data model. Devices that share a unit id (disjoint register ranges) s
 unit's ``SimDevice``. Registers are sized from the fields: a read of an address no field
 covers answers ILLEGAL ADDRESS (exception 2), like a real device.
 
-One updater task per server writes the due devices' values at each device's interval,
-one ``async_setValues`` call per contiguous run of fields.
+One updater task per server writes the due devices' values at each device's interval (real
+time), one ``async_setValues`` call per contiguous run of fields; the values come from the
+signals at the simulated time of the shared :class:`~simulators.faults.SimClock`.
+
+Faults (:class:`~simulators.faults.Faultable`): ``excursion`` (a field moves ``to`` a level or
+``by`` an offset, optionally ramped), ``silent`` (requests touching the device's registers get
+no reply at all, so the client times out: the SimDevice action hook raises pymodbus's
+NoSuchIdException and the server runs with ``ignore_missing_devices``) and ``exception``
+(every request touching the device's registers answers Modbus exception ``code``, default 4).
+Faults are per device, also when devices share a unit id.
 """
 
 from __future__ import annotations
@@ -17,18 +25,27 @@ import contextlib
 import functools
 import logging
 import math
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
+import attrs
 from attrs import define, field
 from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
 from floorctl.config import DeviceConfig, ModbusConnection
 from floorctl.decode import ByteOrder, DataType, RegisterTable, encode_registers, to_raw
-from simulators.signals import Signal, parse_simulate
+from simulators.faults import Fault, SimClock, UnsupportedFault
+from simulators.signals import (
+    Excursion,
+    FaultParamError,
+    Signal,
+    check_fault_params,
+    parse_excursion,
+    parse_simulate,
+)
 
 __all__ = ["ModbusSimServer", "SimulatorError"]
 
@@ -75,6 +92,7 @@ class _Slot:
     pin_value: float | None = None
     pinned: bool = False
     pin_raw: list[int] | None = None
+    excursion: Excursion | None = None
 
     def encode(self, value: float) -> list[int]:
         if self.table.is_bits:
@@ -88,6 +106,8 @@ class _Slot:
             return self.pin_raw
         if self.pinned:
             return self.encode(self.pin_value)  # type: ignore[arg-type]
+        if self.excursion is not None:
+            return self.encode(self.excursion.apply(self.signal, t))
         if self.signal.raw is not None:
             return list(self.signal.raw)
         return self.encode(self.signal.value(t))
@@ -111,6 +131,21 @@ class _Device:
     runs: list[_Run]
     next_due: float = 0.0
     dirty: bool = False
+    # request faults: no reply / an exception code / a slow reply (real seconds)
+    silent: bool = False
+    exception: int | None = None
+    delay: float = 0.0
+
+    @property
+    def faulted(self) -> bool:
+        return self.silent or self.exception is not None or self.delay > 0
+
+    def covers(self, table: RegisterTable, address: int, span: int) -> bool:
+        """Does a request of ``span`` addresses from ``address`` touch one of our fields?"""
+        return any(
+            s.table is table and s.address < address + span and address < s.address + s.count
+            for s in self.slots.values()
+        )
 
 
 @define(eq=False)
@@ -119,9 +154,8 @@ class _Unit:
 
     id: int
     slots: list[_Slot] = field(factory=list)
+    devices: list[_Device] = field(factory=list)
     bit_starts: dict[RegisterTable, frozenset[int]] = field(factory=dict)
-    exception: int | None = None
-    delay: float = 0.0
 
 
 def _runs(slots: Sequence[_Slot]) -> list[tuple[RegisterTable, int, list[_Slot]]]:
@@ -147,8 +181,11 @@ class ModbusSimServer:
     :param signals: precomputed ``{device id: {field: Signal}}`` (default: parsed here).
     :param host: bind address instead of ``connection.host``.
     :param port: port instead of ``connection.port``; 0 picks a free one, kept for restarts.
-    :param clock: seconds, for the signals' time (t = clock() - clock at the first start).
+    :param clock: the simulation's clock: signals are sampled at ``clock.now()``.
     """
+
+    #: the faults :meth:`start_fault` knows
+    FAULTS = ("excursion", "silent", "exception")
 
     def __init__(
         self,
@@ -159,13 +196,12 @@ class ModbusSimServer:
         signals: Mapping[str, Mapping[str, Signal]] | None = None,
         host: str | None = None,
         port: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: SimClock | None = None,
     ) -> None:
         self.connection = connection
         self.host = host if host is not None else connection.host
         self._port = int(port if port is not None else connection.port)
-        self._clock = clock
-        self._t0: float | None = None
+        self.clock = clock if clock is not None else SimClock()
         self._server: ModbusTcpServer | None = None
         self._updater: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -201,7 +237,9 @@ class ModbusSimServer:
             )  # fmt: skip
         unit.slots.extend(slots.values())
         runs = [_Run(t, start, members) for t, start, members in _runs(list(slots.values()))]
-        self.devices[d.id] = _Device(d.id, d.modbus_unit, float(d.interval), slots, runs)
+        device = _Device(d.id, d.modbus_unit, float(d.interval), slots, runs)
+        self.devices[d.id] = device
+        unit.devices.append(device)
 
     # --- pymodbus model ---------------------------------------------------------------------
 
@@ -234,18 +272,28 @@ class ModbusSimServer:
         func_code: int,
         _start_address: int,
         address: int,
-        _count: int,
+        count: int,
         _registers: list[int],
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         """Called by pymodbus on every access; our own writes use fc 1-4 with values."""
         if set_values is not None and func_code in (1, 2, 3, 4):
             return None
-        if unit.delay:
-            await asyncio.sleep(unit.delay)
-        if unit.exception is not None:
-            return ExcCodes(unit.exception)
         table = _FC_TABLE.get(func_code)
+        faulted = [d for d in unit.devices if d.faulted]
+        if faulted and table is not None:
+            # for bits pymodbus passes the count of 16-bit words the request spans
+            span = 16 * count if table.is_bits else count
+            hit = [d for d in faulted if d.covers(table, address, span)]
+            if any(d.silent for d in hit):
+                # with ignore_missing_devices the server sends nothing: the client times out
+                raise NoSuchIdException(f"unit {unit.id}: silent (simulated fault)")
+            delay = max((d.delay for d in hit), default=0.0)
+            if delay:
+                await asyncio.sleep(delay)
+            code = next((d.exception for d in hit if d.exception is not None), None)
+            if code is not None:
+                return ExcCodes(code)
         if table is not None and table.is_bits and address not in unit.bit_starts[table]:
             # bits are stored 16 to a word: without this, any bit of a used word would answer
             return ExcCodes.ILLEGAL_ADDRESS
@@ -263,17 +311,19 @@ class ModbusSimServer:
         return self._server is not None
 
     def elapsed(self) -> float:
-        """Seconds of signal time (0 before the first start)."""
-        return 0.0 if self._t0 is None else self._clock() - self._t0
+        """Simulated seconds: the time the signals are sampled at."""
+        return self.clock.now()
 
     async def start(self) -> None:
         """Build the server, write every value, listen, start the updater."""
         if self._server is not None:
             return
-        if self._t0 is None:
-            self._t0 = self._clock()
         units = [self._simdevice(u) for u in self.units.values()]
-        server = ModbusTcpServer(units, address=(self.host, self._port))
+        # no SimDevice raises NoSuchIdException except a silent one (SimCore answers unknown
+        # unit ids with exception 4): ignoring it is how a silent device sends nothing
+        server = ModbusTcpServer(
+            units, address=(self.host, self._port), ignore_missing_devices=True
+        )
         self._server = server
         await self._write(list(self.devices.values()))
         try:
@@ -416,22 +466,112 @@ class ModbusSimServer:
         self._touch(d)
 
     def set_fault(
-        self, device_id: str, *, exception: int | None = None, delay: float = 0.0
+        self,
+        device_id: str,
+        *,
+        exception: int | None = None,
+        delay: float = 0.0,
+        silent: bool = False,
     ) -> None:
-        """Make the device's unit answer every request with a Modbus exception code and/or
-        answer only after ``delay`` seconds (a slow or hung device). ``set_fault(id)`` clears."""
+        """Make requests touching the device's registers answer a Modbus exception code,
+        answer only after ``delay`` real seconds (a slow device), or get no reply at all
+        (``silent``). ``set_fault(id)`` clears all three."""
         d = self.devices[device_id]
-        unit = self.units[d.unit]
         if exception is not None:
             ExcCodes(exception)  # ValueError for a code pymodbus cannot send
         if delay < 0 or not math.isfinite(delay):
             raise ValueError("delay must be a finite number of seconds >= 0")
-        unit.exception, unit.delay = exception, delay
+        d.exception, d.delay, d.silent = exception, delay, silent
 
     def current(self, device_id: str, field_name: str) -> float:
         """The signal value the field would be written with now (pins not applied)."""
         _, slot = self._slot(device_id, field_name)
         return slot.signal.value(self.elapsed())
+
+    # --- Faultable ---------------------------------------------------------------------------
+
+    def device_ids(self) -> list[str]:
+        return list(self.devices)
+
+    def check_fault(self, device_id: str, fault: Fault) -> None:
+        """Raise UnsupportedFault or FaultParamError (a ValueError) if ``fault`` cannot start."""
+        self._parse_fault(device_id, fault)
+
+    def _parse_fault(self, device_id: str, fault: Fault) -> Excursion | int | None:
+        d = self.devices.get(device_id)
+        if d is None:
+            raise KeyError(f"no simulated modbus device {device_id!r}")
+        if fault.name == "excursion":
+            signals = {name: slot.signal for name, slot in d.slots.items()}
+            exc = parse_excursion(device_id, fault, signals)
+            slot = d.slots[exc.field]
+            if exc.to is not None:
+                level = exc.to
+            else:  # the value now, moved: a fair check of what the register must hold
+                level = slot.signal.value(self.clock.now()) + (exc.by or 0.0)
+            try:
+                slot.encode(level)
+            except ValueError as err:
+                raise FaultParamError(
+                    device_id,
+                    fault.name,
+                    "to" if exc.to is not None else "by",
+                    f"field {exc.field!r} ({slot.dtype}) cannot hold {level:g}: {err}",
+                ) from None
+            return exc
+        if fault.name == "silent":
+            check_fault_params(device_id, fault, ())
+            return None
+        if fault.name == "exception":
+            check_fault_params(device_id, fault, ("code",))
+            code = fault.params.get("code", 4)
+            valid = {int(c) for c in ExcCodes}
+            if isinstance(code, bool) or not isinstance(code, int) or code not in valid:
+                raise FaultParamError(
+                    device_id,
+                    fault.name,
+                    "code",
+                    f"expected a Modbus exception code ({', '.join(map(str, sorted(valid)))}), "
+                    f"got {code!r}",
+                )
+            return code
+        raise UnsupportedFault(
+            f"device {device_id!r} (modbus) cannot show {fault.name!r} "
+            f"(it can: {', '.join(self.FAULTS)})"
+        )
+
+    def start_fault(self, device_id: str, fault: Fault) -> None:
+        parsed = self._parse_fault(device_id, fault)
+        d = self.devices[device_id]
+        if isinstance(parsed, Excursion):
+            d.slots[parsed.field].excursion = attrs.evolve(parsed, start=self.clock.now())
+            self._touch(d)
+        elif fault.name == "silent":
+            d.silent = True
+        else:
+            d.exception = parsed  # type: ignore[assignment]
+
+    def end_excursion(self, device_id: str, field_name: str) -> None:
+        """End the excursion of one field (others of the device go on)."""
+        d = self.devices[device_id]
+        item = d.slots.get(field_name)
+        if item is not None:
+            item.excursion = None
+            self._touch(d)
+
+    def end_fault(self, device_id: str, name: str) -> None:
+        """End a fault (``excursion`` ends the excursions of every field of the device)."""
+        d = self.devices[device_id]
+        if name == "excursion":
+            for slot in d.slots.values():
+                slot.excursion = None
+            self._touch(d)
+        elif name == "silent":
+            d.silent = False
+        elif name == "exception":
+            d.exception = None
+        else:
+            raise UnsupportedFault(f"device {device_id!r} (modbus) has no fault {name!r}")
 
     def describe(self) -> str:
         ids = ", ".join(self.devices) or "none"

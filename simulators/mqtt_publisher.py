@@ -7,6 +7,23 @@ reconnects itself with capped exponential backoff. A sample leaves the backlog o
 the broker has acknowledged it; a publish that failed is sent again after reconnecting
 (at-least-once: a subscriber can see a duplicate ``seq``, never a gap while nothing was
 dropped).
+
+Samples are taken at each device's real interval, with values at the simulated time of the
+shared :class:`~simulators.faults.SimClock` and real UNIX timestamps (``clock.wall()``).
+
+Faults (:class:`~simulators.faults.Faultable`), per device:
+
+- ``excursion``: a field moves ``to`` a level or ``by`` an offset (engineering units, as the
+  daemon reads them), optionally over ``ramp`` simulated seconds.
+- ``silent``: the device produces nothing (a hung sensor): no samples are made, none are
+  buffered, ``seq`` does not advance; publishing resumes when the fault ends.
+- ``malformed``: at each sample time a garbage message goes out instead of the sample:
+  ``payload`` (a string, sent as UTF-8) or, by default, one of a truncated JSON document,
+  bytes that are not UTF-8, or a document whose values are all the string ``"ERR"``
+  (chosen from the seed).
+- ``backfill``: the device keeps sampling but holds its samples (a logger that lost its
+  network); when the fault ends it sends them all at once, each with its own timestamp. Needs
+  ``options.timestamp_path``.
 """
 
 from __future__ import annotations
@@ -18,16 +35,27 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiomqtt
+import attrs
 from attrs import define, field
 
 from floorctl.config import DeviceConfig, MqttConnection
 from floorctl.plugins.generic import parse_path as parse_json_path
+from simulators.faults import Fault, SimClock, UnsupportedFault
 from simulators.modbus_device import SimulatorError
-from simulators.signals import Signal, SignalKind, parse_simulate
+from simulators.signals import (
+    Excursion,
+    FaultParamError,
+    Signal,
+    SignalKind,
+    check_fault_params,
+    parse_excursion,
+    parse_simulate,
+    stable_seed,
+)
 
 __all__ = ["MqttJsonPublisher", "build_document", "parse_path", "put_path"]
 
@@ -88,14 +116,16 @@ class _Field:
     scale: float
     offset: float
     pin: Any = _NO_PIN
+    excursion: Excursion | None = None
 
     def value(self, t: float) -> Any:
         if self.pin is not _NO_PIN:
             return self.pin
         s = self.signal
+        v = s.value(t) if self.excursion is None else self.excursion.apply(s, t)
         if s.kind is SignalKind.BOOL:
-            return s.value(t) >= 0.5
-        raw = (s.value(t) - self.offset) / self.scale  # the daemon computes raw * scale + offset
+            return v >= 0.5
+        raw = (v - self.offset) / self.scale  # the daemon computes raw * scale + offset
         if s.kind is SignalKind.INT:
             return round(raw)
         return round(raw, 4)
@@ -111,6 +141,11 @@ class _Device:
     ts_path: PathT | None
     seq: int = 0
     next_due: float = 0.0
+    silent: bool = False
+    malformed: bytes | None = None  # while malformed: the payload, or b"" and builtin_garbage
+    builtin_garbage: bool = False
+    held: list[_Message] | None = None  # backfill: samples kept until the fault ends
+    garbage: int = 0  # malformed messages made
 
 
 @define(eq=False)
@@ -138,8 +173,11 @@ class MqttJsonPublisher:
         (and counted in ``dropped``) when full.
     :param window: publishes in flight at once (awaited in order).
     :param reconnect_min, reconnect_max: backoff between connection attempts, doubling.
-    :param clock: seconds for the signals' time; ``wall_clock``: UNIX time for timestamps.
+    :param clock: the simulation's clock: signals at ``clock.now()``, timestamps ``clock.wall()``.
     """
+
+    #: the faults :meth:`start_fault` knows
+    FAULTS = ("excursion", "silent", "malformed", "backfill")
 
     def __init__(
         self,
@@ -157,8 +195,7 @@ class MqttJsonPublisher:
         client_id: str | None = None,
         host: str | None = None,
         port: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        clock: SimClock | None = None,
     ) -> None:
         if max_backlog < 1 or window < 1:
             raise ValueError("max_backlog and window must be at least 1")
@@ -173,12 +210,11 @@ class MqttJsonPublisher:
         self.reconnect_max = reconnect_max
         self.publish_timeout = publish_timeout
         self.client_id = client_id or f"floorctl-sim-{connection.name}-{uuid.uuid4().hex[:8]}"
-        self._clock = clock
-        self._wall_clock = wall_clock
-        self._t0: float | None = None
+        self.clock = clock if clock is not None else SimClock()
+        self.seed = seed
         # counters
-        self.generated = 0  # samples made
-        self.published = 0  # samples the broker acknowledged
+        self.generated = 0  # device messages made (samples, and garbage while malformed)
+        self.published = 0  # device messages the broker acknowledged
         self.dropped = 0  # samples lost to backlog overflow
         self.raw_published = 0  # publish_raw messages acknowledged
         self.failures = 0  # publishes that raised (and were queued again)
@@ -232,7 +268,8 @@ class MqttJsonPublisher:
         return self._sender is not None
 
     def elapsed(self) -> float:
-        return 0.0 if self._t0 is None else self._clock() - self._t0
+        """Simulated seconds: the time the signals are sampled at."""
+        return self.clock.now()
 
     def stats(self) -> dict[str, int]:
         return {
@@ -247,8 +284,6 @@ class MqttJsonPublisher:
         """Start generating samples and (re)connecting to the broker."""
         if self._sender is not None:
             return
-        if self._t0 is None:
-            self._t0 = self._clock()
         self._sender = asyncio.create_task(
             self._send_loop(), name=f"mqtt-sim-send-{self.connection.name}"
         )
@@ -299,7 +334,7 @@ class MqttJsonPublisher:
         d.seq += 1
         doc = build_document([(f.path, f.value(t)) for f in d.fields.values()], d.seq)
         if d.ts_path is not None:
-            put_path(doc, d.ts_path, round(self._wall_clock(), 3))
+            put_path(doc, d.ts_path, round(self.clock.wall(), 3))
         return doc
 
     def _enqueue(self, message: _Message) -> None:
@@ -330,14 +365,40 @@ class MqttJsonPublisher:
             for d in devices:
                 if d.next_due > now:
                     continue
-                doc = self.sample(d.id, t)
-                payload = json.dumps(doc, separators=(",", ":")).encode()
-                self.generated += 1
-                self._enqueue(_Message(d.topic, payload, d.qos))
+                self._produce(d, t)
                 d.next_due += d.interval
                 if d.next_due <= now:
                     d.next_due = now + d.interval
             await asyncio.sleep(max(0.0, min(d.next_due for d in devices) - loop.time()))
+
+    def _produce(self, d: _Device, t: float) -> None:
+        """One sample time of one device: a sample, garbage, a held sample, or nothing."""
+        if d.silent:
+            return
+        if d.malformed is not None:
+            payload = self._garbage(d, t) if d.builtin_garbage else (d.malformed or b"")
+            d.garbage += 1
+            self.generated += 1
+            self._enqueue(_Message(d.topic, payload, d.qos))
+            return
+        doc = self.sample(d.id, t)
+        message = _Message(d.topic, json.dumps(doc, separators=(",", ":")).encode(), d.qos)
+        self.generated += 1
+        if d.held is not None:
+            d.held.append(message)
+        else:
+            self._enqueue(message)
+
+    def _garbage(self, d: _Device, t: float) -> bytes:
+        """A built-in malformed message, chosen from (seed, device, count)."""
+        choice = stable_seed(self.seed, d.id, d.garbage) % 3
+        if choice == 0:  # cut off mid-document
+            text = json.dumps(self.sample(d.id, t), separators=(",", ":"))
+            return text[: max(1, len(text) // 2)].encode()
+        if choice == 1:  # not UTF-8
+            return b"\xff\xfe\x00\x00garbage\x80"
+        doc = build_document([(f.path, "ERR") for f in d.fields.values()], d.seq)
+        return json.dumps(doc, separators=(",", ":")).encode()
 
     # --- sending ------------------------------------------------------------------------
 
@@ -487,6 +548,87 @@ class MqttJsonPublisher:
         if f is None:
             raise KeyError(f"device {device_id!r} has no field {field_name!r}")
         return f
+
+    # --- Faultable --------------------------------------------------------------------
+
+    def device_ids(self) -> list[str]:
+        return list(self.devices)
+
+    def check_fault(self, device_id: str, fault: Fault) -> None:
+        """Raise UnsupportedFault or FaultParamError (a ValueError) if ``fault`` cannot start."""
+        self._parse_fault(device_id, fault)
+
+    def _parse_fault(self, device_id: str, fault: Fault) -> Excursion | bytes | None:
+        d = self.devices.get(device_id)
+        if d is None:
+            raise KeyError(f"no simulated mqtt_json device {device_id!r}")
+        if fault.name == "excursion":
+            return parse_excursion(
+                device_id, fault, {name: f.signal for name, f in d.fields.items()}
+            )
+        if fault.name == "malformed":
+            check_fault_params(device_id, fault, ("payload",))
+            payload = fault.params.get("payload")
+            if payload is not None and not isinstance(payload, str):
+                raise FaultParamError(
+                    device_id, fault.name, "payload", f"expected a string, got {payload!r}"
+                )
+            return None if payload is None else payload.encode()
+        if fault.name == "silent":
+            check_fault_params(device_id, fault, ())
+            return None
+        if fault.name == "backfill":
+            check_fault_params(device_id, fault, ())
+            if d.ts_path is None:
+                raise UnsupportedFault(
+                    f"device {device_id!r} (mqtt_json) cannot backfill: its samples carry no "
+                    "timestamp (set options.timestamp_path)"
+                )
+            return None
+        raise UnsupportedFault(
+            f"device {device_id!r} (mqtt_json) cannot show {fault.name!r} "
+            f"(it can: {', '.join(self.FAULTS)})"
+        )
+
+    def start_fault(self, device_id: str, fault: Fault) -> None:
+        parsed = self._parse_fault(device_id, fault)
+        d = self.devices[device_id]
+        if isinstance(parsed, Excursion):
+            d.fields[parsed.field].excursion = attrs.evolve(parsed, start=self.clock.now())
+        elif fault.name == "malformed":
+            d.builtin_garbage = parsed is None
+            d.malformed = b"" if parsed is None else parsed  # type: ignore[assignment]
+        elif fault.name == "silent":
+            d.silent = True
+        elif d.held is None:  # backfill
+            d.held = []
+
+    def end_excursion(self, device_id: str, field_name: str) -> None:
+        """End the excursion of one field (others of the device go on)."""
+        d = self.devices[device_id]
+        item = d.fields.get(field_name)
+        if item is not None:
+            item.excursion = None
+
+    def end_fault(self, device_id: str, name: str) -> None:
+        """End a fault (``excursion`` ends the excursions of every field of the device;
+        ``backfill`` sends the held samples, oldest first)."""
+        d = self.devices[device_id]
+        if name == "excursion":
+            for f in d.fields.values():
+                f.excursion = None
+        elif name == "malformed":
+            d.malformed = None
+        elif name == "silent":
+            d.silent = False
+        elif name == "backfill":
+            held, d.held = d.held or [], None
+            for message in held:
+                self._enqueue(message)
+            if held:
+                log.info("device %s: backfill of %d held sample(s)", device_id, len(held))
+        else:
+            raise UnsupportedFault(f"device {device_id!r} (mqtt_json) has no fault {name!r}")
 
     def describe(self) -> str:
         ids = ", ".join(self.devices) or "none"

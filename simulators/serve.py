@@ -5,20 +5,27 @@ whose kinds share a ``group`` and a ``via`` connection are served by ONE simulat
 Modbus TCP server per ``[[modbus]]`` connection, one MQTT client per ``[[mqtt]]`` one), built
 by the group's factory. A kind with a Modbus register map of its own can join the
 ``"modbus-tcp"`` group and be served by the same server as generic ``modbus`` devices.
+
+Every simulator of one :func:`serve` shares one :class:`~simulators.faults.SimClock`
+(``speed``); a :mod:`scenario <simulators.scenario>` drives faults on its timeline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from attrs import frozen
+from attrs import field, frozen
 
 from floorctl.config import Config, DeviceConfig, ModbusConnection, MqttConnection
+from simulators.faults import SimClock
 from simulators.modbus_device import ModbusSimServer, SimulatorError
 from simulators.mqtt_publisher import MqttJsonPublisher
+from simulators.scenario import Scenario, ScenarioRun
 from simulators.signals import Signal, parse_all
 
 __all__ = [
@@ -54,6 +61,8 @@ class SimRequest:
     signals: Mapping[str, Mapping[str, Signal]]  # device id -> field -> signal
     seed: int
     bind: str | None = None  # listen address for servers instead of the connection's host
+    #: simulated time for signals and faults (``--speed``); protocol timing stays real
+    clock: SimClock = field(factory=SimClock)
 
 
 @frozen
@@ -68,7 +77,12 @@ def _modbus(req: SimRequest) -> Simulator:
     if not isinstance(req.connection, ModbusConnection):
         raise SimulatorError(f"modbus devices need a [[modbus]] connection, got {req.connection!r}")
     return ModbusSimServer(
-        req.connection, req.devices, seed=req.seed, signals=req.signals, host=req.bind
+        req.connection,
+        req.devices,
+        seed=req.seed,
+        signals=req.signals,
+        host=req.bind,
+        clock=req.clock,
     )
 
 
@@ -77,7 +91,9 @@ def _mqtt_json(req: SimRequest) -> Simulator:
         raise SimulatorError(
             f"mqtt_json devices need an [[mqtt]] connection, got {req.connection!r}"
         )
-    return MqttJsonPublisher(req.connection, req.devices, seed=req.seed, signals=req.signals)
+    return MqttJsonPublisher(
+        req.connection, req.devices, seed=req.seed, signals=req.signals, clock=req.clock
+    )
 
 
 #: kind name -> how to simulate it
@@ -85,6 +101,19 @@ SIMULATORS: dict[str, SimulatorKind] = {
     "modbus": SimulatorKind(_modbus, group="modbus-tcp"),
     "mqtt_json": SimulatorKind(_mqtt_json, group="mqtt-json"),
 }
+
+
+#: modules that register the simulators of the built-in device kinds when imported
+BUILTIN_SIMULATOR_MODULES = (
+    "simulators.balances",
+    "simulators.environment",
+    "simulators.equipment",
+)
+
+
+def load_builtin_simulators() -> None:
+    for name in BUILTIN_SIMULATOR_MODULES:
+        importlib.import_module(name)
 
 
 def register_simulator(
@@ -95,10 +124,16 @@ def register_simulator(
 
 
 def build_simulators(
-    config: Config, *, seed: int | None = None, bind: str | None = None
+    config: Config,
+    *,
+    seed: int | None = None,
+    bind: str | None = None,
+    clock: SimClock | None = None,
 ) -> list[Simulator]:
     """One simulator per (group, connection); devices of kinds without a simulator are
     skipped with an info line. Raises SimulateConfigError for bad ``[device.simulate]``."""
+    load_builtin_simulators()
+    clock = clock if clock is not None else SimClock()
     groups: dict[tuple[str, str | None], list[DeviceConfig]] = {}
     factories: dict[tuple[str, str | None], Callable[[SimRequest], Simulator]] = {}
     for d in config.devices:
@@ -120,6 +155,7 @@ def build_simulators(
             signals={d.id: signals[d.id] for d in devices},
             seed=0 if seed is None else seed,
             bind=bind,
+            clock=clock,
         )
         sims.append(factories[key](req))
     return sims
@@ -136,14 +172,29 @@ async def serve(
     stop: asyncio.Event,
     bind: str | None = None,
     started: Callable[[Sequence[Simulator]], None] | None = None,
+    speed: float = 1.0,
+    scenario: Scenario | ScenarioRun | None = None,
 ) -> None:
     """Serve every simulated device of ``config`` until ``stop`` is set, then stop all.
 
-    :param seed: global signal seed (default 0; a device's ``simulate.seed`` wins).
+    :param seed: global signal seed; default: the scenario's ``seed``, else 0 (a device's
+        ``simulate.seed`` wins over both).
     :param bind: listen address for Modbus servers instead of each connection's host.
-    :param started: called with the running simulators once all have started.
+    :param started: called with the running simulators once all (and the scenario) started.
+    :param speed: simulated seconds per real second (signals and the scenario's timeline).
+    :param scenario: faults to run on a timeline; pass a :class:`ScenarioRun` to keep its
+        timeline. It is checked against the simulators before any starts (ScenarioError).
+        The simulators keep serving after the scenario has finished, until ``stop``.
     """
-    sims = build_simulators(config, seed=seed, bind=bind)
+    if not (isinstance(speed, int | float) and math.isfinite(speed) and speed > 0):
+        raise ValueError(f"speed must be a finite number > 0, got {speed!r}")
+    run = ScenarioRun(scenario) if isinstance(scenario, Scenario) else scenario
+    if seed is None and run is not None:
+        seed = run.scenario.seed
+    clock = SimClock(speed)
+    sims = build_simulators(config, seed=seed, bind=bind, clock=clock)
+    if run is not None:
+        run.check(sims, config)
     running: list[Simulator] = []
     try:
         for sim in sims:
@@ -152,10 +203,16 @@ async def serve(
             log.info("serving %s", _short(sim.describe()))
         if not sims:
             log.warning("nothing to simulate: no device has a simulator")
+        if speed != 1:
+            log.info("simulated time runs at %gx real time", speed)
+        if run is not None:
+            run.start(clock)
         if started is not None:
             started(running)
         await stop.wait()
     finally:
+        if run is not None:
+            await run.stop()
         for sim in reversed(running):
             try:
                 await sim.stop()

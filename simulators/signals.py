@@ -21,6 +21,10 @@ devices.toml::
     raw = [0x7FC0, 0x0000]       # Modbus only: serve these register words verbatim
 
 Fields without a table get a default chosen from their unit (:func:`default_signal`).
+
+An :class:`Excursion` (the ``excursion`` fault of a scenario) moves one field's value on top
+of its signal; :func:`parse_excursion` and :class:`FaultParamError` are shared by every
+simulator that supports it.
 """
 
 from __future__ import annotations
@@ -34,18 +38,24 @@ from typing import Any
 
 from attrs import frozen
 
-from floorctl.config import DeviceConfig, FieldConfig
+from floorctl.config import DeviceConfig, FieldConfig, parse_duration
 from floorctl.config import describe_value as _describe
 from floorctl.decode import DataType
+from simulators.faults import Fault
 
 __all__ = [
     "FIELD_KEYS",
+    "Excursion",
+    "FaultParamError",
     "Signal",
     "SignalKind",
     "SimulateConfigError",
     "Step",
+    "check_fault_params",
     "default_signal",
+    "fault_seconds",
     "field_seed",
+    "parse_excursion",
     "parse_simulate",
     "stable_seed",
 ]
@@ -391,3 +401,122 @@ def parse_all(devices: Iterable[DeviceConfig], *, seed: int = 0) -> dict[str, di
     if problems:
         raise SimulateConfigError(problems)
     return out
+
+
+# --- fault parameters and excursions ------------------------------------------------------
+
+
+class FaultParamError(ValueError):
+    """A fault cannot be applied as asked; ``param`` names the parameter at fault (or None)."""
+
+    def __init__(self, device_id: str, fault: str, param: str | None, reason: str) -> None:
+        self.device_id = device_id
+        self.fault = fault
+        self.param = param
+        self.reason = reason
+        where = f"{fault}.{param}" if param else fault
+        super().__init__(f"device {device_id!r}: {where}: {reason}")
+
+
+def fault_seconds(value: object) -> float:
+    """Seconds from a number (>= 0) or a duration string ("30s", "2m"); ValueError if neither."""
+    if isinstance(value, str):
+        return float(parse_duration(value))
+    if not _is_number(value) or not math.isfinite(value) or value < 0:  # type: ignore[operator]
+        raise ValueError(
+            f'expected a duration ("30s", "2m") or seconds >= 0, got {_describe(value)}'
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def check_fault_params(device_id: str, fault: Fault, allowed: Iterable[str]) -> None:
+    """Raise :class:`FaultParamError` for the first parameter not in ``allowed``."""
+    allowed = tuple(allowed)
+    for key in fault.params:
+        if key not in allowed:
+            expected = f"expected {', '.join(allowed)}" if allowed else "it takes no parameters"
+            raise FaultParamError(device_id, fault.name, key, f"unknown parameter ({expected})")
+
+
+@frozen
+class Excursion:
+    """One field moved ``to`` a level or ``by`` an offset, over ``ramp`` simulated seconds.
+
+    ``to`` moves the signal's trend: noise and the sine stay on top of the new level (a noisy
+    sensor stays noisy). Booleans switch to ``to`` at once.
+    """
+
+    field: str
+    to: float | None = None
+    by: float | None = None
+    ramp: float = 0.0
+    start: float = 0.0  # simulated time the excursion began
+
+    def progress(self, t: float) -> float:
+        """0 at ``start``, 1 once ``ramp`` seconds have passed."""
+        if self.ramp <= 0:
+            return 1.0
+        return min(1.0, max(0.0, (t - self.start) / self.ramp))
+
+    def apply(self, signal: Signal, t: float) -> float:
+        """The field's value at ``t`` with this excursion on top of ``signal``."""
+        if signal.kind is SignalKind.BOOL:
+            return 1.0 if self.to else 0.0
+        value = signal.value(t)
+        if self.by is not None:
+            return value + self.by * self.progress(t)
+        assert self.to is not None
+        if not math.isfinite(self.to):  # NaN/inf: a broken sensor, no ramp
+            return self.to
+        return value + (self.to - signal.trend(t)) * self.progress(t)
+
+
+EXCURSION_PARAMS = ("field", "to", "by", "ramp")
+
+
+def parse_excursion(device_id: str, fault: Fault, signals: Mapping[str, Signal]) -> Excursion:
+    """Check an ``excursion`` fault's params against a device's fields (``signals``).
+
+    Raises :class:`FaultParamError` naming the device and the parameter.
+    """
+    params = fault.params
+
+    def bad(param: str | None, reason: str) -> FaultParamError:
+        return FaultParamError(device_id, fault.name, param, reason)
+
+    check_fault_params(device_id, fault, EXCURSION_PARAMS)
+    name = params.get("field")
+    if name is None:
+        raise bad("field", "required (the field to move)")
+    if not isinstance(name, str) or name not in signals:
+        known = ", ".join(signals) or "none"
+        raise bad("field", f"{_describe(name)} is not a field of this device (fields: {known})")
+    signal = signals[name]
+    if ("to" in params) == ("by" in params):
+        raise bad(None, "give exactly one of to or by")
+    ramp = 0.0
+    if "ramp" in params:
+        try:
+            ramp = fault_seconds(params["ramp"])
+        except ValueError as exc:
+            raise bad("ramp", str(exc)) from None
+    if signal.kind is SignalKind.BOOL:
+        if "by" in params:
+            raise bad("by", f"field {name!r} is boolean: use to = true or false")
+        if not isinstance(params["to"], bool):
+            got = _describe(params["to"])
+            raise bad("to", f"field {name!r} is boolean: expected true or false, got {got}")
+        if ramp:
+            raise bad("ramp", f"field {name!r} is boolean: it cannot ramp")
+        return Excursion(name, to=1.0 if params["to"] else 0.0)
+    if "by" in params:
+        by = params["by"]
+        if not _is_number(by) or not math.isfinite(by):
+            raise bad("by", f"expected a finite number, got {_describe(by)}")
+        if signal.raw is not None:
+            raise bad("by", f"field {name!r} serves raw register words: use to")
+        return Excursion(name, by=float(by), ramp=ramp)
+    to = params["to"]
+    if not _is_number(to):
+        raise bad("to", f"expected a number, got {_describe(to)}")
+    return Excursion(name, to=float(to), ramp=ramp)

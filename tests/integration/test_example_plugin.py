@@ -249,7 +249,7 @@ def test_check_config_accepts_an_example_device(hmt_env: HmtEnv) -> None:
     path.write_text(devices_toml(free_port(), ONE_DEVICE))
     done = hmt_env.floorctl("check-config", str(path))
     assert done.returncode == 0, done.stderr
-    assert "ok: 1 rooms, 1 devices, 2 points" in done.stdout
+    assert "ok: 1 room, 1 device, 2 points" in done.stdout
 
 
 def test_check_config_reports_what_the_kind_does_not_know(hmt_env: HmtEnv) -> None:

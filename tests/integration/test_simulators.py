@@ -22,10 +22,11 @@ from pymodbus.exceptions import ModbusException
 from floorctl.config import Config, FieldConfig, load_config
 from floorctl.decode import ByteOrder, DataType, decode_registers
 from floorctl.kinds import Kind, KindRegistry, Transport
+from simulators.faults import Fault, Faultable, SimClock, UnsupportedFault
 from simulators.modbus_device import ModbusSimServer, SimulatorError
 from simulators.mqtt_publisher import MqttJsonPublisher, build_document, parse_path
 from simulators.serve import SIMULATORS, build_simulators, serve
-from simulators.signals import SimulateConfigError
+from simulators.signals import FaultParamError, SimulateConfigError
 from tests.helpers import Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
@@ -596,3 +597,275 @@ def test_registry_groups_kinds_per_connection(tmp_path):
     assert len(sims) == 2
     (modbus,) = [s for s in sims if isinstance(s, ModbusSimServer)]
     assert set(modbus.devices) == {"ahu-03", "fcu-1"} and set(modbus.units) == {1, 2}
+
+
+# --- faults (Faultable) -------------------------------------------------------------------
+
+
+class _Clock(SimClock):
+    """Simulated time set by the test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+
+async def test_modbus_excursion_ramps_in_simulated_time_and_ends(tmp_path):
+    cfg = _config(tmp_path)
+    clock = _Clock()
+    async with asyncio.timeout(TIMEOUT):
+        async with _modbus_sim(cfg, clock=clock) as sim, _modbus_client(sim.port) as client:
+            assert isinstance(sim, Faultable) and sim.device_ids() == ["ahu-03", "fcu-1"]
+            clock.t = 100.0
+            sim.start_fault("ahu-03", Fault("excursion", {"field": "dp", "to": 2.5, "ramp": "1m"}))
+            sim.start_fault("ahu-03", Fault("excursion", {"field": "fan", "to": False}))
+            sim.start_fault("fcu-1", Fault("excursion", {"field": "count", "by": 3}))
+            await sim.flush()
+            assert (await _read_float(client, 0)).value == 12.5  # ramp starts at the signal
+            assert (await client.read_coils(3, count=1, device_id=1)).bits[0] is False
+            assert (await client.read_holding_registers(0, count=1, device_id=2)).registers == [10]
+            clock.t = 130.0
+            await sim.flush()
+            assert (await _read_float(client, 0)).value == pytest.approx(7.5)  # half way
+            clock.t = 400.0
+            await sim.flush()
+            assert (await _read_float(client, 0)).value == 2.5
+            sim.end_excursion("ahu-03", "dp")  # one field ends, the other goes on
+            await sim.flush()
+            assert (await _read_float(client, 0)).value == 12.5
+            assert (await client.read_coils(3, count=1, device_id=1)).bits[0] is False
+            sim.end_fault("ahu-03", "excursion")
+            sim.end_fault("fcu-1", "excursion")
+            await sim.flush()
+            assert (await client.read_coils(3, count=1, device_id=1)).bits[0] is True
+            assert (await client.read_holding_registers(0, count=1, device_id=2)).registers == [7]
+
+
+async def test_modbus_silent_and_exception_faults_hit_only_their_device(tmp_path):
+    cfg = _config(tmp_path)
+    async with asyncio.timeout(TIMEOUT):
+        async with _modbus_sim(cfg) as sim:
+            client = AsyncModbusTcpClient(HOST, port=sim.port, timeout=0.3, retries=0)
+            assert await client.connect()
+            try:
+                sim.start_fault("fcu-1", Fault("silent"))
+                start = time.monotonic()
+                with pytest.raises(ModbusException, match="No response"):
+                    await client.read_holding_registers(0, count=1, device_id=2)
+                assert time.monotonic() - start >= 0.29  # nothing came back: a timeout
+                if not client.connected:
+                    assert await client.connect()
+                assert (await _read_float(client, 0)).value == 12.5  # ahu-03 still answers
+                sim.end_fault("fcu-1", "silent")
+                rr = await client.read_holding_registers(0, count=1, device_id=2)
+                assert rr.registers == [7]
+
+                sim.start_fault("ahu-03", Fault("exception", {"code": 6}))
+                rr = await client.read_holding_registers(0, count=2, device_id=1)
+                assert rr.isError() and rr.exception_code == 6
+                rr = await client.read_input_registers(10, count=1, device_id=1)
+                assert rr.isError() and rr.exception_code == 6
+                sim.end_fault("ahu-03", "exception")
+                sim.start_fault("fcu-1", Fault("exception"))  # default code 4
+                assert (await _read_float(client, 0)).value == 12.5
+                rr = await client.read_holding_registers(0, count=1, device_id=2)
+                assert rr.isError() and rr.exception_code == 4
+            finally:
+                client.close()
+
+
+SHARED_UNIT = """
+[[mqtt]]
+name = "broker"
+
+[[modbus]]
+name = "plc"
+host = "127.0.0.1"
+port = {port}
+
+[[device]]
+id = "a"
+kind = "modbus"
+via = "plc"
+[[device.fields]]
+name = "x"
+register = "holding"
+address = 0
+[device.simulate.x]
+base = 1
+
+[[device]]
+id = "b"
+kind = "modbus"
+via = "plc"
+[[device.fields]]
+name = "y"
+register = "holding"
+address = 5
+[device.simulate.y]
+base = 2
+"""
+
+
+async def test_modbus_faults_are_per_device_on_a_shared_unit(tmp_path):
+    path = tmp_path / "shared.toml"
+    path.write_text(SHARED_UNIT.format(port=free_port()))
+    cfg = load_config(path, _kinds())
+    async with asyncio.timeout(TIMEOUT):
+        async with _modbus_sim(cfg) as sim, _modbus_client(sim.port) as client:
+            assert len(sim.units) == 1
+            sim.start_fault("b", Fault("exception", {"code": 2}))
+            assert (await client.read_holding_registers(0, count=1, device_id=1)).registers == [1]
+            rr = await client.read_holding_registers(5, count=1, device_id=1)
+            assert rr.isError() and rr.exception_code == 2
+
+
+def test_modbus_check_fault_names_the_device_and_the_parameter(tmp_path):
+    sim = _modbus_sim(_config(tmp_path))
+    cases = [
+        (Fault("malformed"), UnsupportedFault, r"device 'ahu-03' \(modbus\) cannot show "
+         r"'malformed' \(it can: excursion, silent, exception\)"),
+        (Fault("exception", {"code": 9}), FaultParamError,
+         r"device 'ahu-03': exception\.code: expected a Modbus exception code \(1, 2, 3, 4, 5"),
+        (Fault("exception", {"cod": 4}), FaultParamError,
+         r"device 'ahu-03': exception\.cod: unknown parameter \(expected code\)"),
+        (Fault("silent", {"for": "1m"}), FaultParamError, r"silent\.for: unknown parameter"),
+        (Fault("excursion", {"field": "temp", "to": math.nan}), FaultParamError,
+         r"excursion\.to: field 'temp' \(INT16\) cannot hold nan"),
+        (Fault("excursion", {"field": "dp", "to": "x"}), FaultParamError, r"excursion\.to: "),
+    ]  # fmt: skip
+    for fault, error, pattern in cases:
+        with pytest.raises(error, match=pattern):
+            sim.check_fault("ahu-03", fault)
+    with pytest.raises(KeyError):
+        sim.check_fault("nope", Fault("silent"))
+    sim.check_fault("ahu-03", Fault("excursion", {"field": "dp", "to": math.nan}))  # FLOAT32
+
+
+async def _messages(sub: aiomqtt.Client, n: int) -> list[bytes]:
+    out = []
+    async for message in sub.messages:
+        out.append(bytes(message.payload))
+        if len(out) == n:
+            return out
+    return out
+
+
+def _kind_of(payload: bytes) -> str:
+    try:
+        doc = json.loads(payload)
+    except UnicodeDecodeError:
+        return "not-utf8"
+    except ValueError:
+        return "truncated"
+    return "err-values" if doc.get("temp") == "ERR" else "sample"
+
+
+async def test_mqtt_malformed_silent_and_excursion(tmp_path, mosquitto):
+    topic = f"sim/{uuid.uuid4().hex[:8]}/rh-1"
+    cfg = _config(tmp_path, mqtt_port=mosquitto.port, topic=topic, mqtt_interval="20ms")
+    async with asyncio.timeout(TIMEOUT):
+        async with _subscriber(mosquitto, f"sub-{uuid.uuid4().hex[:6]}") as sub:
+            await sub.subscribe(topic, qos=1)
+            async with _publisher(cfg, seed=3) as pub:
+                first = json.loads((await _messages(sub, 1))[0])
+                assert first["seq"] == 1
+
+                pub.start_fault("rh-1", Fault("excursion", {"field": "temp", "to": 30}))
+                pub.start_fault("rh-1", Fault("excursion", {"field": "flow", "by": 2}))
+                docs = [json.loads(m) for m in await _messages(sub, 3)]
+                assert docs[-1]["temp"] == 30.0 and docs[-1]["flow"] == pytest.approx(50.0)
+                pub.end_fault("rh-1", "excursion")
+
+                pub.start_fault("rh-1", Fault("malformed", {"payload": "<html>502</html>"}))
+                msgs = await _messages(sub, 20)
+                assert b"<html>502</html>" in msgs
+                pub.start_fault("rh-1", Fault("malformed"))  # the built-in garbage
+                msgs = await _messages(sub, 30)
+                kinds = {_kind_of(m) for m in msgs[-24:]}
+                assert kinds == {"not-utf8", "truncated", "err-values"}, msgs[-24:]
+                pub.end_fault("rh-1", "malformed")
+                assert pub.devices["rh-1"].garbage >= 24
+
+                msgs = await _messages(sub, 10)  # flush the garbage still queued
+                pub.start_fault("rh-1", Fault("silent"))
+                await asyncio.sleep(0.05)
+                generated = pub.generated
+                seq = pub.devices["rh-1"].seq
+                await asyncio.sleep(0.3)
+                assert pub.generated == generated and pub.devices["rh-1"].seq == seq
+                pub.end_fault("rh-1", "silent")
+                async for message in sub.messages:
+                    if _kind_of(bytes(message.payload)) == "sample":
+                        doc = json.loads(message.payload)
+                        if doc["seq"] > seq:
+                            assert doc["seq"] == seq + 1  # nothing made while silent
+                            assert doc["temp"] == 21.5
+                            break
+
+
+async def test_mqtt_backfill_sends_the_held_samples_at_once(tmp_path, mosquitto):
+    topic = f"sim/{uuid.uuid4().hex[:8]}/rh-1"
+    cfg = _config(tmp_path, mqtt_port=mosquitto.port, topic=topic, mqtt_interval="50ms")
+    async with asyncio.timeout(TIMEOUT):
+        async with _subscriber(mosquitto, f"sub-{uuid.uuid4().hex[:6]}") as sub:
+            await sub.subscribe(topic, qos=1)
+            async with _publisher(cfg) as pub:
+                await _messages(sub, 1)
+                pub.start_fault("rh-1", Fault("backfill"))
+                start = time.time()
+                await asyncio.sleep(0.5)
+                received_during = 0
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        received_during = len(await _messages(sub, 100))
+                ended = time.time()
+                pub.end_fault("rh-1", "backfill")
+                docs = [json.loads(m) for m in await _messages(sub, 8)]
+    assert received_during <= 1  # at most one in flight when the fault started
+    late = [d for d in docs if start - 0.06 <= d["meta"]["ts"] < ended - 0.1]
+    assert len(late) >= 6  # ~10 samples held for 0.5 s, each with its own timestamp
+    assert [d["seq"] for d in docs] == sorted(d["seq"] for d in docs)
+
+
+def test_mqtt_check_fault(tmp_path):
+    pub = _publisher(_config(tmp_path))
+    pub.check_fault("rh-1", Fault("backfill"))
+    with pytest.raises(UnsupportedFault, match=r"'rh-1' \(mqtt_json\) cannot show 'exception'"):
+        pub.check_fault("rh-1", Fault("exception"))
+    with pytest.raises(FaultParamError, match=r"malformed\.payload: expected a string"):
+        pub.check_fault("rh-1", Fault("malformed", {"payload": 5}))
+    with pytest.raises(FaultParamError, match=r"excursion\.field: string 'nope' is not a field"):
+        pub.check_fault("rh-1", Fault("excursion", {"field": "nope", "to": 1}))
+    path = tmp_path / "nots.toml"
+    path.write_text(
+        TOML.format(modbus_port=1, mqtt_port=1, mqtt_interval="1s", topic="t").replace(
+            ', timestamp_path = "meta.ts"', ""
+        )
+    )
+    no_ts = _publisher(load_config(path, _kinds()))
+    with pytest.raises(UnsupportedFault, match="carry no timestamp"):
+        no_ts.check_fault("rh-1", Fault("backfill"))
+
+
+async def test_one_clock_for_every_simulator_of_a_serve(tmp_path, mosquitto):
+    cfg = _config(tmp_path, mqtt_port=mosquitto.port)
+    clock = SimClock(speed=60)
+    assert {id(s.clock) for s in build_simulators(cfg, clock=clock)} == {id(clock)}
+    running: list = []
+    stop = asyncio.Event()
+    with pytest.raises(ValueError, match="speed"):
+        await serve(cfg, stop=stop, speed=0)
+    async with asyncio.timeout(TIMEOUT):
+        task = asyncio.create_task(serve(cfg, stop=stop, speed=3600, started=running.extend))
+        await _until(lambda: bool(running))
+        (modbus,) = [s for s in running if isinstance(s, ModbusSimServer)]
+        (mqtt,) = [s for s in running if isinstance(s, MqttJsonPublisher)]
+        assert modbus.clock is mqtt.clock and modbus.clock.speed == 3600
+        await asyncio.sleep(0.1)
+        assert modbus.elapsed() >= 360  # an hour per real second
+        stop.set()
+        await task

@@ -31,6 +31,7 @@ from floorctl.config import (
     parse_duration,
 )
 from floorctl.kinds import KindRegistry
+from floorctl.limits import LimitConfig
 from floorctl.pluginmanager import collect_kinds, get_plugin_manager
 from floorctl.plugins.generic import ModbusOptions, MqttJsonOptions
 
@@ -490,10 +491,18 @@ def test_docs_example_is_a_valid_devices_toml(kinds):
 
 
 def test_docs_describe_every_key(kinds):
-    """Each key of each config class and of each built-in kind's options has a table row."""
+    """Each key of each config class has a table row in configuration.md, and each key of each
+    built-in kind's options one in devices.md (the generic kinds' in either)."""
     text = DOCS.read_text(encoding="utf-8")
+    devices_text = (DOCS.parent / "devices.md").read_text(encoding="utf-8")
     classes = [cls for cls, _ in config._SECTIONS.values()]
-    classes += [config.FieldConfig] + [kind.options for kind in kinds]
+    classes += [config.FieldConfig, LimitConfig]
     for cls in classes:
         for a in attrs.fields(cls):
             assert f"| `{a.name}` |" in text, f"{cls.__name__}.{a.name} is not in {DOCS.name}"
+    for kind in kinds:
+        for a in attrs.fields(kind.options):
+            row = f"| `{a.name}` |"
+            assert row in devices_text or row in text, (
+                f"option {a.name} of kind {kind.name} is in neither devices.md nor {DOCS.name}"
+            )

@@ -29,12 +29,16 @@ from floorctl.driver import DeviceContext, PolledDriver
 from floorctl.kinds import Kind, KindError, KindRegistry, Transport
 from floorctl.model import Quality, Reading
 from floorctl.pluginmanager import (
+    BUILTIN_PLUGINS,
     DISABLE_AUTOLOAD_ENV,
     ENTRY_POINT_GROUP,
     collect_kinds,
     get_plugin_manager,
     plugin_names,
 )
+
+#: every kind the built-in plugins register (the list grows with the product)
+BUILTIN_KINDS = collect_kinds(get_plugin_manager(autoload=False)).names()
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
 
@@ -132,7 +136,7 @@ def test_plugin_kind_is_collected_with_its_owner() -> None:
     plugin = AcmePlugin()
     pm = get_plugin_manager(autoload=False, plugins=[plugin])
     kinds = collect_kinds(pm)
-    assert kinds.names() == ["acme_probe", "modbus", "mqtt_json"]
+    assert kinds.names() == sorted(["acme_probe", *BUILTIN_KINDS])
     assert kinds.owner("acme_probe") == pm.get_name(plugin) == "acme"
     assert kinds.owner("modbus") == kinds.owner("mqtt_json") == "generic"
     kind = kinds.get("acme_probe")
@@ -144,7 +148,7 @@ def test_builtin_kinds_come_through_the_same_hook() -> None:
     generic = pm.get_plugin("generic")
     assert generic is not None and generic.__name__ == "floorctl.plugins.generic"
     impls = pm.hook.floorctl_register_kinds.get_hookimpls()
-    assert [impl.plugin_name for impl in impls] == ["generic"]
+    assert sorted(impl.plugin_name for impl in impls) == sorted(BUILTIN_PLUGINS)
 
 
 def test_duplicate_kind_names_both_plugins() -> None:
@@ -210,7 +214,7 @@ def test_kinds_implementation_may_take_no_arguments() -> None:
             calls.append("called")
 
     pm = get_plugin_manager(autoload=False, plugins=[Quiet()])
-    assert collect_kinds(pm).names() == ["modbus", "mqtt_json"]
+    assert collect_kinds(pm).names() == BUILTIN_KINDS
     assert calls == ["called"]
 
 
@@ -367,8 +371,8 @@ def test_disable_autoload_env_keeps_builtins_only(
     pm = get_plugin_manager()
     assert pm.get_plugin(installed_plugin) is None
     assert PLUGIN_MODULE not in sys.modules  # not even imported
-    assert [name for name, _, _ in plugin_names(pm)] == ["generic"]
-    assert collect_kinds(pm).names() == ["modbus", "mqtt_json"]
+    assert [name for name, _, _ in plugin_names(pm)] == sorted(BUILTIN_PLUGINS)
+    assert collect_kinds(pm).names() == collect_kinds(get_plugin_manager(autoload=False)).names()
 
 
 def test_explicit_autoload_overrides_the_env(
@@ -428,7 +432,7 @@ def test_add_commands_shows_in_help(cli_group: click.Group) -> None:
 
     result = runner.invoke(cli_group, ["hello", "--name", "suite"], obj=cli_module.Ctx(pm))
     assert result.exit_code == 0, result.output
-    assert result.output == "hello suite: 2 kinds\n"
+    assert result.output == f"hello suite: {len(BUILTIN_KINDS)} kinds\n"
 
 
 def test_main_wires_add_commands(
@@ -449,7 +453,7 @@ def test_main_wires_add_commands(
     with pytest.raises(SystemExit) as exit_:
         cli_module.main()
     assert exit_.value.code == 0
-    assert capsys.readouterr().out == "hello floor: 2 kinds\n"
+    assert capsys.readouterr().out == f"hello floor: {len(BUILTIN_KINDS)} kinds\n"
 
 
 def test_floorctl_plugins_lists_builtin_plugin_with_its_kinds(cli_group: click.Group) -> None:
@@ -457,12 +461,14 @@ def test_floorctl_plugins_lists_builtin_plugin_with_its_kinds(cli_group: click.G
     result = CliRunner().invoke(cli_group, ["plugins"], obj=cli_module.Ctx(pm))
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "generic  (floorctl.plugins.generic)"
-    assert re.fullmatch(r"  kind modbus +via modbus +Modbus TCP device .*", lines[1])
+    start = lines.index("generic  (floorctl.plugins.generic)")
+    assert re.fullmatch(r"  kind modbus +via modbus +Modbus TCP device .*", lines[start + 1])
     assert re.fullmatch(
-        r"  kind mqtt_json +via mqtt +device or gateway publishing JSON .*", lines[2]
+        r"  kind mqtt_json +via mqtt +device or gateway publishing JSON .*", lines[start + 2]
     )
-    assert lines[3] == "  hooks: floorctl_register_kinds"
+    assert lines[start + 3] == "  hooks: floorctl_register_kinds"
+    for name in BUILTIN_PLUGINS:
+        assert f"{name}  (floorctl.plugins.{name})" in lines
     assert lines[-1] == "hooks: " + ", ".join(sorted(hookspec_functions()))
 
 

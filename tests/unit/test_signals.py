@@ -9,13 +9,19 @@ import pytest
 
 from floorctl.config import DeviceConfig, FieldConfig
 from floorctl.decode import DataType, RegisterTable
+from simulators.faults import Fault
 from simulators.signals import (
+    Excursion,
+    FaultParamError,
     Signal,
     SignalKind,
     SimulateConfigError,
     Step,
+    check_fault_params,
     default_signal,
+    fault_seconds,
     field_seed,
+    parse_excursion,
     parse_simulate,
     stable_seed,
 )
@@ -342,3 +348,92 @@ def test_every_problem_is_reported_at_once():
     assert len(lines) == 4
     assert "device[ahu-03].simulate.run.base: expected true or false, got string 'on'" in lines
     assert all(line.startswith("device[ahu-03].simulate.") for line in lines)
+
+
+# --- excursions and fault parameters --------------------------------------------------------
+
+
+def _signals() -> dict[str, Signal]:
+    return {
+        "dp": Signal(base=12.5, noise=0.3, seed=5),
+        "count": Signal(base=3, kind=SignalKind.INT),
+        "door": Signal(base=0.0, kind=SignalKind.BOOL),
+        "status": Signal(raw=(0xBEEF,)),
+    }
+
+
+def test_excursion_to_moves_the_level_and_keeps_the_noise():
+    s = _signals()["dp"]
+    exc = Excursion("dp", to=2.0, start=100.0)
+    for t in (100.0, 150.0, 3600.0):
+        assert exc.apply(s, t) == pytest.approx(2.0 + (s.value(t) - s.trend(t)))
+    quiet = Signal(base=12.5, drift=3600.0)  # +1 per second: "to" holds the level anyway
+    assert Excursion("dp", to=2.0).apply(quiet, 500.0) == pytest.approx(2.0)
+
+
+def test_excursion_ramps_linearly_in_simulated_time():
+    s = Signal(base=10.0)
+    up = Excursion("dp", by=6.0, ramp=60.0, start=100.0)
+    assert [up.apply(s, t) for t in (90.0, 100.0, 130.0, 160.0, 1000.0)] == pytest.approx(
+        [10.0, 10.0, 13.0, 16.0, 16.0]
+    )
+    down = Excursion("dp", to=4.0, ramp=30.0, start=0.0)
+    assert [down.apply(s, t) for t in (0.0, 15.0, 30.0)] == pytest.approx([10.0, 7.0, 4.0])
+    assert math.isnan(Excursion("dp", to=math.nan, ramp=30.0).apply(s, 1.0))  # NaN: at once
+
+
+def test_boolean_excursion_switches_at_once():
+    door = _signals()["door"]
+    assert Excursion("door", to=1.0).apply(door, 0.0) == 1.0
+    assert Excursion("door", to=0.0).apply(Signal(base=1.0, kind=SignalKind.BOOL), 5.0) == 0.0
+
+
+def test_parse_excursion():
+    sigs = _signals()
+    assert parse_excursion("rm-1", Fault("excursion", {"field": "dp", "to": 2}), sigs) == (
+        Excursion("dp", to=2.0)
+    )
+    got = parse_excursion(
+        "rm-1", Fault("excursion", {"field": "dp", "by": -1.5, "ramp": "1m30s"}), sigs
+    )
+    assert got == Excursion("dp", by=-1.5, ramp=90.0)
+    assert parse_excursion("rm-1", Fault("excursion", {"field": "door", "to": True}), sigs) == (
+        Excursion("door", to=1.0)
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "param", "reason"),
+    [
+        ({"to": 1}, "field", "required (the field to move)"),
+        ({"field": "nope", "to": 1}, "field", "string 'nope' is not a field of this device"),
+        ({"field": "dp"}, None, "give exactly one of to or by"),
+        ({"field": "dp", "to": 1, "by": 1}, None, "give exactly one of to or by"),
+        ({"field": "dp", "to": "high"}, "to", "expected a number, got string 'high'"),
+        ({"field": "dp", "by": math.inf}, "by", "expected a finite number"),
+        ({"field": "dp", "to": 1, "ramp": -3}, "ramp", "seconds >= 0"),
+        ({"field": "dp", "to": 1, "ramp": "soon"}, "ramp", "bad duration 'soon'"),
+        ({"field": "dp", "to": 1, "rate": 2}, "rate", "unknown parameter (expected field, to"),
+        ({"field": "door", "by": 1}, "by", "is boolean: use to = true or false"),
+        ({"field": "door", "to": 1}, "to", "expected true or false, got number 1"),
+        ({"field": "door", "to": True, "ramp": 5}, "ramp", "it cannot ramp"),
+        ({"field": "status", "by": 1}, "by", "serves raw register words: use to"),
+    ],
+)
+def test_parse_excursion_names_the_device_and_the_bad_parameter(params, param, reason):
+    with pytest.raises(FaultParamError) as info:
+        parse_excursion("rm-1", Fault("excursion", params), _signals())
+    assert info.value.param == param and info.value.device_id == "rm-1"
+    assert reason in info.value.reason
+    where = f"excursion.{param}" if param else "excursion"
+    assert str(info.value).startswith(f"device 'rm-1': {where}: ")
+
+
+def test_fault_seconds_and_unknown_params():
+    assert fault_seconds("2m") == 120.0 and fault_seconds(1.5) == 1.5 and fault_seconds(0) == 0
+    for bad in (-1, True, math.nan, [1]):
+        with pytest.raises(ValueError):
+            fault_seconds(bad)
+    check_fault_params("d", Fault("silent"), ())
+    with pytest.raises(FaultParamError, match=r"silent\.for: unknown parameter \(it takes no"):
+        check_fault_params("d", Fault("silent", {"for": 1}), ())
