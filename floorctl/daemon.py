@@ -188,6 +188,8 @@ class Floor:
 
     async def _birth(self, hub: MqttHub) -> None:
         await hub.publish(self.topics.status, dumps(self._status("online")), qos=1, retain=True)
+        if self.publisher is not None:
+            self.publisher.resync()  # the broker may have lost the retained point state
         for rt in self.devices.values():
             await hub.publish(
                 self.topics.device_status(rt.config.id),

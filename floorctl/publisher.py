@@ -25,10 +25,8 @@ from floorctl.model import Quality, Reading
 
 log = logging.getLogger("floorctl.publish")
 
-#: concurrent QoS 1 publishes in flight (aiomqtt is far faster with a window than one by one)
+#: point messages handed to the MQTT client per loop turn
 WINDOW = 100
-#: publishes started per event-loop iteration
-STAGGER = 10
 
 
 def dumps(payload: Mapping[str, Any]) -> bytes:
@@ -98,7 +96,6 @@ class StatePublisher:
     _dirty: dict[tuple[str, str], None] = field(factory=dict)  # an ordered set
     _urgent: collections.deque[Reading] = field(factory=collections.deque)
     _wake: asyncio.Event = field(factory=asyncio.Event)
-    _in_flight: int = 0
 
     def offer(self, reading: Reading) -> None:
         """Take a reading; never blocks. Historical (backfilled) readings are not live state:
@@ -151,8 +148,8 @@ class StatePublisher:
 
     @property
     def backlog(self) -> int:
-        """Point messages waiting or in flight."""
-        return len(self._urgent) + len(self._dirty) + self._in_flight
+        """Point messages waiting to be handed to the MQTT client."""
+        return len(self._urgent) + len(self._dirty)
 
     async def run(self) -> None:
         heartbeat = asyncio.get_running_loop().create_task(self._heartbeat())
@@ -189,43 +186,31 @@ class StatePublisher:
                 await self._send([self._latest[k] for k in keys], requeue_urgent=False)
 
     async def _send(self, batch: list[Reading], *, requeue_urgent: bool) -> None:
-        self._in_flight = len(batch)
-        tasks: list[asyncio.Future[None]] = []
-        try:
-            for i, r in enumerate(batch):
-                tasks.append(
-                    asyncio.ensure_future(
-                        self.hub.publish(
-                            self.topics.point(r.device, r.point),
-                            dumps(r.as_payload()),
-                            qos=self.qos,
-                            retain=True,
-                        )
-                    )
-                )
-                if i % STAGGER == STAGGER - 1:
-                    # let the loop breathe: starting a whole window at once holds it for
-                    # 10-20 ms, which shows as poll-start jitter on every device
-                    await asyncio.sleep(0)
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            self._in_flight = 0
-            for t in tasks:
-                if not t.done():
-                    t.cancel()
+        """Hand a batch to paho's queue (no await per message). On a refusal (no connection,
+        queue full) the rest of the batch is kept, in order, for the next round."""
+        publish = self.hub.publish_nowait
+        point = self.topics.point
         now = time.monotonic()
-        failed: list[Reading] = []
-        for r, res in zip(batch, results, strict=True):
-            if isinstance(res, BaseException):
-                failed.append(r)
-                continue
+        for i, r in enumerate(batch):
+            try:
+                publish(point(r.device, r.point), dumps(r.as_payload()), qos=self.qos, retain=True)
+            except NotConnected:
+                failed = batch[i:]
+                self.counters.errors += 1
+                if requeue_urgent:
+                    self._urgent.extendleft(reversed(failed))
+                else:
+                    for f in failed:
+                        self._dirty[f.key] = None
+                raise
             self.counters.published += 1
             self._published[r.key] = _Published(r.value, r.quality, now)
-        if failed:
-            self.counters.errors += len(failed)
-            if requeue_urgent:
-                self._urgent.extendleft(reversed(failed))
-            else:
-                for r in failed:
-                    self._dirty[r.key] = None
-            raise NotConnected(f"{len(failed)} publishes failed")
+        await asyncio.sleep(0)  # let paho write what was queued before the next window
+
+    def resync(self) -> None:
+        """After a (re)connect: publish every point's latest reading again. A broker that
+        restarted without persistence has lost the retained state."""
+        for key in self._latest:
+            self._dirty[key] = None
+        if self._latest:
+            self._wake.set()

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho_mqtt
 from attrs import define, field
 
 from floorctl.aio import reraise_cancel
@@ -29,6 +30,9 @@ from floorctl.model import Event, EventKind
 log = logging.getLogger("floorctl.mqtt")
 
 Handler = Callable[[str, bytes], None]
+
+#: paho's outgoing queue per connection (messages queued but not yet written or acknowledged)
+MAX_QUEUED_OUTGOING = 5000
 
 
 @define
@@ -217,6 +221,27 @@ class MqttHub:
             raise NotConnected(f"mqtt {self.name}: publish failed: {exc}") from exc
         self.counters.published += 1
 
+    def publish_nowait(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Queue a message with paho and return at once (paho sends it, and at QoS 1 resends it
+        until acknowledged, while this connection lasts). For high-volume state publishing:
+        awaiting each PUBACK through aiomqtt costs a future and several loop turns per message.
+        Raises NotConnected when there is no connection or paho's outgoing queue
+        (``max_queued_outgoing``) is full: the caller keeps the message and tries later.
+        The caller must republish what matters after a reconnect (the publisher resyncs).
+        """
+        client = self._client
+        if client is None:
+            raise NotConnected(f"mqtt {self.name}: not connected")
+        info = client._client.publish(topic, payload, qos, retain)  # the paho client aiomqtt wraps
+        if info.rc != paho_mqtt.MQTT_ERR_SUCCESS:
+            self.counters.publish_errors += 1
+            raise NotConnected(
+                f"mqtt {self.name}: publish refused: {paho_mqtt.error_string(info.rc)}"
+            )
+        self.counters.published += 1
+
     # --- the connection loop -------------------------------------------------------------
 
     def _make_client(self) -> aiomqtt.Client:
@@ -228,6 +253,8 @@ class MqttHub:
             will=self.will,
             queue_type=type("HubQueue", (_CountingQueue,), {"hub": self}),
             max_queued_incoming_messages=int(c.max_queued_incoming),
+            # bounds publish_nowait: beyond this paho refuses, and the publisher backs off
+            max_queued_outgoing_messages=MAX_QUEUED_OUTGOING,
             logger=logging.getLogger(f"floorctl.mqtt.{self.name}.aiomqtt"),
         )
         # the state publisher keeps a window of publishes in flight on purpose: aiomqtt would

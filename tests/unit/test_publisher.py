@@ -11,19 +11,17 @@ from floorctl.publisher import StatePublisher, Topics
 
 
 class FakeHub:
-    """Records publishes; each publish takes `delay` seconds; can be switched off."""
+    """Records what is handed over; can refuse (no connection, queue full)."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self) -> None:
         self.connected = asyncio.Event()
         self.connected.set()
-        self.delay = delay
         self.sent: list[tuple[str, dict]] = []
         self.fail = False
 
-    async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False
+    def publish_nowait(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
     ) -> None:
-        await asyncio.sleep(self.delay)
         if self.fail:
             raise NotConnected("down")
         assert retain
@@ -64,13 +62,12 @@ async def test_first_value_then_deadband_suppresses_small_moves() -> None:
     assert hub.sent[0][0] == "f/point/d/p"
 
 
-async def test_updates_coalesce_while_a_publish_is_in_flight() -> None:
-    hub = FakeHub(delay=0.05)
+async def test_updates_coalesce_between_publishing_rounds() -> None:
+    hub = FakeHub()
     pub = StatePublisher(hub, Topics("f"))  # type: ignore[arg-type]
     task = await run_pub(pub)
     pub.offer(r(0.0))
-    await asyncio.sleep(0.01)  # first publish in flight
-    for i in range(1, 101):
+    for i in range(1, 101):  # all before the publisher's next turn
         pub.offer(r(float(i)))
     await settle(pub)
     task.cancel()
@@ -81,11 +78,10 @@ async def test_updates_coalesce_while_a_publish_is_in_flight() -> None:
 
 
 async def test_quality_transitions_are_never_coalesced() -> None:
-    hub = FakeHub(delay=0.02)
+    hub = FakeHub()
     pub = StatePublisher(hub, Topics("f"))  # type: ignore[arg-type]
     task = await run_pub(pub)
     pub.offer(r(1.0))
-    await asyncio.sleep(0.005)
     seq = [
         Quality.STALE,
         Quality.GOOD,
@@ -151,3 +147,20 @@ async def test_nothing_is_sent_while_disconnected_and_backlog_is_per_point() -> 
     await settle(pub)
     task.cancel()
     assert [m["value"] for _, m in hub.sent] == [1.0, 999.0]
+
+
+async def test_resync_republishes_every_point() -> None:
+    hub = FakeHub()
+    pub = StatePublisher(hub, Topics("f"))  # type: ignore[arg-type]
+    task = await run_pub(pub)
+    pub.offer(r(5.0, point="a"))
+    pub.offer(r(6.0, point="b"))
+    await settle(pub)
+    hub.sent.clear()
+    pub.resync()  # a reconnect: the broker may have lost the retained state
+    await settle(pub)
+    task.cancel()
+    assert sorted((t, m["value"]) for t, m in hub.sent) == [
+        ("f/point/d/a", 5.0),
+        ("f/point/d/b", 6.0),
+    ]
