@@ -17,7 +17,7 @@ from typing import Any
 
 from attrs import define, field
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ModbusException, ModbusIOException
 
 from floorctl.aio import reraise_cancel
 from floorctl.config import ModbusConnection
@@ -26,6 +26,10 @@ from floorctl.driver import DeviceUnavailable
 from floorctl.model import Event, EventKind
 
 log = logging.getLogger("floorctl.modbus")
+
+#: unanswered requests in a row (no answer from any unit in between) after which the
+#: connection is closed and retried with backoff
+NO_ANSWER_LIMIT = 3
 
 
 class ModbusDeviceError(Exception):
@@ -78,6 +82,7 @@ class ModbusHub:
     _retry_at: float = 0.0
     _backoff: float = 0.0
     _down_since: float | None = None
+    _no_answer: int = 0  # unanswered requests in a row, across the connection's units
 
     @property
     def name(self) -> str:
@@ -140,6 +145,7 @@ class ModbusHub:
             self.on_event(Event(EventKind.HUB_UP, self.name, "reconnected"))
         self._down_since = None
         self._backoff = 0.0
+        self._no_answer = 0
         return self._client
 
     def _failed(self, why: str) -> None:
@@ -165,10 +171,20 @@ class ModbusHub:
                 async with asyncio.timeout(float(self.conn.timeout)):
                     rr = await make(client)
                 reraise_cancel()  # pymodbus's wait_for can swallow a cancellation on 3.11
-            except (TimeoutError, OSError, ModbusException) as exc:
+            except (TimeoutError, ModbusIOException):
+                # No answer (or a late one): that request fails, the connection stays, so
+                # one silent unit does not starve its neighbours on the same gateway. Only
+                # NO_ANSWER_LIMIT unanswered requests in a row mean the link itself is dead.
+                self._no_answer += 1
+                why = f"no answer within {float(self.conn.timeout):g}s"
+                if self._no_answer >= NO_ANSWER_LIMIT:
+                    self._failed(f"{request}: {why} ({self._no_answer} requests in a row)")
+                raise DeviceUnavailable(f"modbus {self.name}: {request}: {why}") from None
+            except (OSError, ModbusException) as exc:
                 why = str(exc) or type(exc).__name__
                 self._failed(f"{request}: {why}")
                 raise DeviceUnavailable(f"modbus {self.name}: {request}: {why}") from None
+            self._no_answer = 0
             if rr.isError():
                 self.counters.exceptions += 1
                 raise ModbusDeviceError(getattr(rr, "exception_code", 0), request)

@@ -308,3 +308,71 @@ async def test_a_busy_floor_stops_within_a_second(mosquitto) -> None:
             assert asyncio.get_running_loop().time() - started < 1.0
     finally:
         await sim.stop()
+
+
+NEIGHBOURS = """
+[floor]
+id = "nb"
+[[mqtt]]
+name = "broker"
+port = "${PORT}"
+client_id = "floorctl-nb-${PORT}"
+[[modbus]]
+name = "plc"
+port = "${MPORT}"
+timeout = "200ms"
+[[device]]
+id = "quiet"
+kind = "modbus"
+via = "plc"
+unit_id = 1
+interval = "300ms"
+timeout = "250ms"
+[[device.fields]]
+name = "v"
+register = "input"
+address = 0
+type = "FLOAT32"
+[[device]]
+id = "busy"
+kind = "modbus"
+via = "plc"
+unit_id = 2
+interval = "300ms"
+timeout = "250ms"
+[[device.fields]]
+name = "v"
+register = "input"
+address = 0
+type = "FLOAT32"
+"""
+
+
+async def test_a_silent_unit_does_not_starve_its_neighbours(mosquitto) -> None:
+    """One unit stops answering on a shared gateway: it goes comm-loss, the unit next to it
+    keeps reading (the connection stays; only the silent unit's requests time out)."""
+    from simulators.faults import Fault
+
+    mport = free_port()
+    async with running_floor(NEIGHBOURS, PORT=mosquitto.port, MPORT=mport) as (floor, seen):
+        sim = ModbusSimServer(floor.config.modbus[0], list(floor.config.devices))
+        await sim.start()
+        try:
+            await wait_until(lambda: floor.devices["busy"].state == "online", what="online")
+            sim.start_fault("quiet", Fault("silent"))
+            await wait_until(
+                lambda: floor.devices["quiet"].state == "comm-loss", timeout=10, what="quiet lost"
+            )
+            before = sum(1 for r in seen if r.device == "busy")
+            await asyncio.sleep(2.0)
+            got = sum(1 for r in seen if r.device == "busy" and r.quality is Quality.GOOD)
+            assert sum(1 for r in seen if r.device == "busy") - before >= 5  # ~6 polls in 2 s
+            assert floor.devices["busy"].state == "online"
+            assert got > 0
+            assert floor.hubs["plc"].counters.disconnects == 0
+            sim.end_fault("quiet", "silent")
+            await wait_until(
+                lambda: floor.devices["quiet"].state == "online", timeout=10, what="back"
+            )
+        finally:
+            await sim.stop()
