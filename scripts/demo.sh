@@ -60,12 +60,14 @@ sys.exit(1)
 PYEOF
 }
 
-# Two distinct free ports (both sockets are held open together, so they differ).
-read -r MQTT_PORT MODBUS_PORT < <("$PY" -c '
+# Four distinct free ports (the sockets are held open together, so they differ): the broker,
+# the two Modbus gateways and the MT-SICS balance of devices.toml.
+read -r MQTT_PORT MODBUS_PORT MODBUS_PORT_2 SICS_PORT < <("$PY" -c '
 import socket
-a, b = socket.socket(), socket.socket()
-a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
-print(a.getsockname()[1], b.getsockname()[1])')
+socks = [socket.socket() for _ in range(4)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))')
 
 {
   echo "listener $MQTT_PORT 127.0.0.1"
@@ -92,9 +94,14 @@ fi
 export FLOORCTL_MQTT_HOST=127.0.0.1
 export FLOORCTL_MQTT_PORT=$MQTT_PORT
 export FLOORCTL_MODBUS_PORT=$MODBUS_PORT
-echo "demo: mosquitto on 127.0.0.1:$MQTT_PORT, Modbus simulators from port $MODBUS_PORT (logs in $tmp)"
+export FLOORCTL_MODBUS_PORT_2=$MODBUS_PORT_2
+export FLOORCTL_SICS_PORT=$SICS_PORT
+SCENARIO=${SCENARIO:-demo}
+echo "demo: mosquitto on 127.0.0.1:$MQTT_PORT (watch: mosquitto_sub -p $MQTT_PORT -t 'floorctl/#' -v)"
+echo "demo: simulated devices on ports $MODBUS_PORT, $MODBUS_PORT_2 (Modbus) and $SICS_PORT (MT-SICS);"
+echo "      scenario '$SCENARIO' (simulators/scenarios/$SCENARIO.toml); logs in $tmp"
 
-setsid "$FLOORCTL" simulate "$DEVICES" >"$tmp/simulate.log" 2>&1 &
+setsid "$FLOORCTL" simulate "$DEVICES" --scenario "$SCENARIO" >"$tmp/simulate.log" 2>&1 &
 sim_pid=$!
 if ! wait_port "$MODBUS_PORT" "$sim_pid"; then
   if ! kill -0 "$sim_pid" 2>/dev/null; then

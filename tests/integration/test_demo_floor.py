@@ -25,6 +25,8 @@ async def test_simulate_plus_run_puts_every_point_on_the_state_topics(mosquitto)
         **os.environ,
         "FLOORCTL_MQTT_PORT": str(mosquitto.port),
         "FLOORCTL_MODBUS_PORT": str(free_port()),
+        "FLOORCTL_MODBUS_PORT_2": str(free_port()),
+        "FLOORCTL_SICS_PORT": str(free_port()),
     }
     config = load_config(ROOT / "devices.toml", collect_kinds(get_plugin_manager()), env=env)
     points = {f"{d.id}/{f.name}" for d in config.devices for f in d.fields}
