@@ -135,15 +135,13 @@ def build_simulators(
     load_builtin_simulators()
     clock = clock if clock is not None else SimClock()
     groups: dict[tuple[str, str | None], list[DeviceConfig]] = {}
-    factories: dict[tuple[str, str | None], Callable[[SimRequest], Simulator]] = {}
     for d in config.devices:
         sk = SIMULATORS.get(d.kind)
         if sk is None:
             log.info("device %s: no simulator for kind %r; skipped", d.id, d.kind)
             continue
-        key = (sk.group or d.kind, d.via)
-        groups.setdefault(key, []).append(d)
-        factories.setdefault(key, sk.factory)
+        groups.setdefault((sk.group or d.kind, d.via), []).append(d)
+    factories = {key: _group_factory(key, devices) for key, devices in groups.items()}
     all_devices = [d for devices in groups.values() for d in devices]
     signals = parse_all(all_devices, seed=0 if seed is None else seed)
     sims: list[Simulator] = []
@@ -159,6 +157,33 @@ def build_simulators(
         )
         sims.append(factories[key](req))
     return sims
+
+
+#: kinds any simulator of their group serves (a register map from devices.toml)
+GENERIC_KINDS = frozenset({"modbus"})
+
+
+def _group_factory(
+    key: tuple[str, str | None], devices: Sequence[DeviceConfig]
+) -> Callable[[SimRequest], Simulator]:
+    """The simulator of devices that share one server (one Modbus port): the factory of
+    their specific kinds; generic devices go with whichever family is there. Kinds of two
+    families with simulators of their own cannot share a server yet: say so, never serve
+    one family's devices with the other's models."""
+    specific: dict[Callable[[SimRequest], Simulator], list[str]] = {}
+    for d in devices:
+        if d.kind not in GENERIC_KINDS:
+            specific.setdefault(SIMULATORS[d.kind].factory, []).append(f"{d.id} ({d.kind})")
+    if len(specific) > 1:
+        families = "; ".join(", ".join(ids) for ids in specific.values())
+        raise SimulatorError(
+            f"connection {key[1]!r}: these devices need different simulators that cannot share "
+            f"one server yet: {families}. Put each family on a [[modbus]] connection of its own "
+            "(a gateway per system, as the demo floor does)."
+        )
+    if specific:
+        return next(iter(specific))
+    return SIMULATORS[devices[0].kind].factory
 
 
 def _short(text: str, limit: int = 300) -> str:
