@@ -331,7 +331,7 @@ def device(
             f"{', '.join(d.id for d in config.devices)})"
         )
     kind = obj.kinds.get(dev.kind)
-    commands: dict[str, str] = dict(getattr(kind.driver, "commands", {}) if kind else {})
+    commands = _device_commands(kind, dev, config.device_options.get(dev.id))
     if command is None:
         if not commands:
             click.echo(f"{device_id} ({dev.kind}) has no commands")
@@ -363,6 +363,20 @@ def device(
         return
     click.echo(f"{device_id} {command}: {status}: {answer.get('error')}", err=True)
     sys.exit(1)
+
+
+def _device_commands(kind: Any, dev: Any, options: Any) -> dict[str, str]:
+    """The commands of this device: a driver may offer fewer than its class (a gateway
+    balance without a command topic has none), so ask an instance built without a hub."""
+    from floorctl.driver import DeviceContext
+
+    if kind is None:
+        return {}
+    try:
+        driver = kind.driver(DeviceContext(device=dev, options=options, hub=None))
+        return dict(getattr(driver, "commands", {}))
+    except Exception:
+        return dict(getattr(kind.driver, "commands", {}))
 
 
 async def _command_via_daemon(

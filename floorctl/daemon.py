@@ -159,6 +159,8 @@ class Floor:
             "interval": float(d.interval),
             "stale_after": d.stale_after,
             "counters": rt.ctx.counters.as_payload(),
+            # what the driver knows about the device itself (a balance's serial number)
+            "driver": _driver_status(rt.driver),
             "time": time.time(),
         }
 
@@ -511,6 +513,18 @@ class Floor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
+
+
+def _driver_status(driver: Driver | None) -> dict[str, Any] | None:
+    status = getattr(driver, "status", None)
+    if not callable(status):
+        return None
+    try:
+        result = status()
+    except Exception:  # a driver bug must not break status publishing
+        log.exception("driver status failed")
+        return None
+    return result if isinstance(result, dict) else None
 
 
 def connection_summary(conn: MqttConnection | ModbusConnection) -> str:

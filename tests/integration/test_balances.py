@@ -457,3 +457,33 @@ async def test_mqtt_balance_end_to_end(mosquitto) -> None:
         assert events.of(EventKind.COMM_RESTORED, "bal-2") == ["readings again"]
         # the gateway did tare exactly once
         assert sim.gateways["bal-2"].commands == 1
+
+
+def test_cli_lists_only_the_commands_a_gateway_balance_has(tmp_path) -> None:
+    """A gateway balance without a command topic has no commands; the CLI says so."""
+    from click.testing import CliRunner
+
+    from floorctl.cli import Ctx, cli
+    from floorctl.pluginmanager import get_plugin_manager
+
+    cfg = tmp_path / "devices.toml"
+    base = """
+[[mqtt]]
+name = "local"
+[[device]]
+id = "bal-2"
+kind = "mqtt_balance"
+via = "local"
+[device.options]
+state_topic = "lab/bal-2/state"
+"""
+    cfg.write_text(base)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["device", "-c", str(cfg), "bal-2"], obj=Ctx(get_plugin_manager()))
+    assert result.exit_code == 0 and result.output.strip() == "bal-2 (mqtt_balance) has no commands"
+    cfg.write_text(base + 'command_topic = "lab/bal-2/cmd"\n')
+    result = runner.invoke(cli, ["device", "-c", str(cfg), "bal-2"], obj=Ctx(get_plugin_manager()))
+    assert result.exit_code == 0 and {line.split()[0] for line in result.output.splitlines()} == {
+        "tare",
+        "zero",
+    }

@@ -114,3 +114,19 @@ def test_phase_offset_is_stable_and_within_interval() -> None:
     assert all(0 <= o < 1.0 for o in offsets)
     assert len(offsets) > 450  # spread out, not all at once
     assert phase_offset("dev7", 2.0) == phase_offset("dev7", 2.0)
+
+
+def test_driver_status_goes_into_device_status() -> None:
+    from floorctl.daemon import _driver_status
+
+    class WithStatus:
+        def status(self):
+            return {"serial": "B123456789"}
+
+    class Broken:
+        def status(self):
+            raise RuntimeError("bug")
+
+    assert _driver_status(WithStatus()) == {"serial": "B123456789"}  # type: ignore[arg-type]
+    assert _driver_status(Broken()) is None  # type: ignore[arg-type]
+    assert _driver_status(None) is None
