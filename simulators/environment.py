@@ -892,6 +892,13 @@ class EnvironmentModbusServer(ModbusSimServer):
             self.check_fault(device_id, fault)
             super().start_fault(device_id, fault)
 
+    def end_excursion(self, device_id: str, field_name: str) -> None:
+        """End one field's excursion (a counter's other field keeps its own)."""
+        if self._kinds.get(device_id) == "particle_counter":
+            self.counters[device_id].excursions.pop(field_name, None)
+        else:
+            super().end_excursion(device_id, field_name)
+
     def end_fault(self, device_id: str, name: str) -> None:
         kind = self._kinds.get(device_id)
         if kind == "modbus_thp" and name == "door_open":

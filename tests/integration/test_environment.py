@@ -335,3 +335,17 @@ async def test_mqtt_env_backfill_gives_historical_readings_and_one_gap_event(mos
             iso(last_late),
         )
         assert int(match.group(6)) >= len(late)
+
+
+async def test_overlapping_counter_excursions_end_one_at_a_time() -> None:
+    """The scenario engine ends one field's excursion while another goes on."""
+    config, _, _ = make_config(FLOOR, PORT=1883, MPORT=free_port())
+    modbus = [d for d in config.devices if d.via == "bms"]
+    sim = EnvironmentModbusServer(config.modbus[0], modbus, config=config)
+    sim.start_fault("pc-hood", Fault("excursion", {"field": "counts_0_5", "to": 9000.0}))
+    sim.start_fault("pc-hood", Fault("excursion", {"field": "counts_5_0", "to": 40.0}))
+    assert set(sim.counters["pc-hood"].excursions) == {"counts_0_5", "counts_5_0"}
+    sim.end_excursion("pc-hood", "counts_0_5")
+    assert set(sim.counters["pc-hood"].excursions) == {"counts_5_0"}
+    sim.end_fault("pc-hood", "excursion")
+    assert sim.counters["pc-hood"].excursions == {}
