@@ -42,7 +42,7 @@ from floorctl.driver import (
 from floorctl.hubs.mqtt import NotConnected
 from floorctl.kinds import Kind, KindRegistry, Problems, Transport
 from floorctl.model import Event, EventKind, Quality, Reading
-from floorctl.plugins.generic import lookup, parse_path, parse_timestamp
+from floorctl.plugins.generic import load_json_payload, lookup, parse_path, parse_timestamp
 
 __all__ = [
     "GENERAL_ERRORS",
@@ -906,11 +906,7 @@ class MqttBalanceDriver(SubscribedDriver):
         return [(self.options.state_topic, self.options.qos)]
 
     def parse(self, topic: str, payload: bytes, received: float) -> list[Reading]:
-        if len(payload) > self.options.max_payload:
-            raise ValueError(
-                f"payload of {len(payload)} bytes exceeds max_payload {self.options.max_payload}"
-            )
-        doc = json.loads(payload.decode("utf-8"))
+        doc = load_json_payload(payload, self.options.max_payload)
         if not isinstance(doc, dict):
             raise ValueError("the payload is not a JSON object")
         source_time = None

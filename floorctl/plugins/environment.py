@@ -22,7 +22,6 @@ import bisect
 import collections
 import datetime as dt
 import itertools
-import json
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -49,6 +48,7 @@ from floorctl.plugins.generic import (
     MODBUS_FIELD_KEYS,
     ModbusDriver,
     MqttJsonDriver,
+    load_json_payload,
     lookup,
     parse_timestamp,
     validate_json,
@@ -1002,11 +1002,7 @@ class MqttEnvDriver(MqttJsonDriver):
         return self.tracker.duplicates
 
     def parse(self, topic: str, payload: bytes, received: float) -> list[Reading]:
-        if len(payload) > self.options.max_payload:
-            raise ValueError(
-                f"payload of {len(payload)} bytes exceeds max_payload {self.options.max_payload}"
-            )
-        doc = json.loads(payload.decode("utf-8"))
+        doc = load_json_payload(payload, self.options.max_payload)
         assert self._ts_path is not None
         try:
             source_time = parse_timestamp(lookup(doc, self._ts_path))

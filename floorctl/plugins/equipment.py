@@ -38,6 +38,7 @@ from floorctl.model import Event, EventKind, Quality, Reading, Value
 from floorctl.plugins.generic import (
     ModbusDriver,
     MqttJsonDriver,
+    load_json_payload,
     lookup,
     parse_path,
     parse_timestamp,
@@ -615,11 +616,7 @@ class AutoclaveDriver(SubscribedDriver):
     # --- parsing --------------------------------------------------------------------------
 
     def parse(self, topic: str, payload: bytes, received: float) -> list[Reading]:
-        if len(payload) > self.options.max_payload:
-            raise ValueError(
-                f"payload of {len(payload)} bytes exceeds max_payload {self.options.max_payload}"
-            )
-        doc = json.loads(payload.decode("utf-8"))
+        doc = load_json_payload(payload, self.options.max_payload)
         if not isinstance(doc, dict):
             raise ValueError(f"payload is a JSON {type(doc).__name__}, not an object")
         source_time = None

@@ -229,6 +229,15 @@ def validate_json(device: DeviceConfig, options: MqttJsonOptions) -> Problems:
                 yield ("fields", j, "path"), str(exc)
 
 
+def load_json_payload(payload: bytes, max_payload: int) -> Any:
+    """A device message's JSON document. Raises (ValueError, UnicodeDecodeError, a JSON
+    error) on an oversized, non-UTF-8 or malformed payload: SubscribedDriver turns that into
+    bad-quality readings and a counter."""
+    if len(payload) > max_payload:
+        raise ValueError(f"payload of {len(payload)} bytes exceeds max_payload {max_payload}")
+    return json.loads(payload.decode("utf-8"))
+
+
 def parse_timestamp(value: Any) -> float:
     """UNIX seconds or milliseconds, or an ISO 8601 string (naive means UTC)."""
     if isinstance(value, bool):
@@ -261,12 +270,7 @@ class MqttJsonDriver(SubscribedDriver):
         return [(self.options.state_topic, self.options.qos)]
 
     def parse(self, topic: str, payload: bytes, received: float) -> list[Reading]:
-        if len(payload) > self.options.max_payload:
-            raise ValueError(
-                f"payload of {len(payload)} bytes exceeds max_payload {self.options.max_payload}"
-            )
-        text = payload.decode("utf-8")  # UnicodeDecodeError -> bad quality via the base class
-        doc = json.loads(text)
+        doc = load_json_payload(payload, self.options.max_payload)
         source_time = None
         if self._ts_path is not None:
             try:
