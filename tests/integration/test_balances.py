@@ -63,7 +63,7 @@ async def wait_reading(
     device: str,
     point: str,
     predicate: Callable[[Reading], bool],
-    timeout: float = 5.0,
+    timeout: float = 15.0,
 ) -> Reading:
     """The first reading of the point, from now on, that satisfies predicate."""
     start = len(seen)
@@ -241,16 +241,17 @@ async def test_mt_sics_comm_loss_and_recovery(mosquitto) -> None:
     async with running_floor(SICS, plugins=[events], **env) as (floor, seen):
         rt = floor.devices["bal-1"]
         # nothing listens yet: connection refused, no reading, comm loss
-        await wait_until(lambda: rt.state == "comm-loss", 5, "comm loss while unreachable")
+        await wait_until(lambda: rt.state == "comm-loss", 15, "comm loss while unreachable")
         assert not [r for r in seen if r.device == "bal-1" and r.quality is not Quality.STALE]
         assert "cannot connect" in rt.ctx.counters.last_error
         async with MtSicsSimulator(sim_request(config, "mt_sics")) as sim:
             await wait_reading(seen, "bal-1", "weight", good(100.0))
             assert rt.state == "online"
-            assert events.of(EventKind.COMM_RESTORED, "bal-1") == ["readings again"]
+            # (a loaded machine may add a brief loss and recovery of its own: at least one)
+            assert "readings again" in events.of(EventKind.COMM_RESTORED, "bal-1")
 
             sim.set_fault("bal-1", "silent")  # accepts, reads, never answers
-            await wait_until(lambda: rt.state == "comm-loss", 5, "comm loss while silent")
+            await wait_until(lambda: rt.state == "comm-loss", 15, "comm loss while silent")
             stale = last(seen, "bal-1", "weight")
             assert stale.quality is Quality.STALE and stale.value == 100.0
             sim.end_fault("bal-1", "silent")
@@ -449,12 +450,12 @@ async def test_mqtt_balance_end_to_end(mosquitto) -> None:
 
         rt = floor.devices["bal-2"]
         sim.set_fault("bal-2", "silent")
-        await wait_until(lambda: rt.state == "comm-loss", 5, "comm loss")
+        await wait_until(lambda: rt.state == "comm-loss", 15, "comm loss")
         assert floor.devices["bal-3"].state == "online"  # its neighbour keeps publishing
         sim.end_fault("bal-2", "silent")
         await wait_reading(seen, "bal-2", "weight", good(0.0))
         assert rt.state == "online"
-        assert events.of(EventKind.COMM_RESTORED, "bal-2") == ["readings again"]
+        assert "readings again" in events.of(EventKind.COMM_RESTORED, "bal-2")
         # the gateway did tare exactly once
         assert sim.gateways["bal-2"].commands == 1
 

