@@ -222,7 +222,7 @@ async def test_good_readings_counter_records_and_kind_faults(mosquitto) -> None:
                 (r := last(seen, "pc-hood", "counts_0_5")) is not None
                 and r.quality is Quality.DEVICE_ERROR
             ),
-            timeout=5,
+            timeout=15,
             what="laser -> device-error",
         )
         assert last(seen, "pc-hood", "raw_5_0").detail == "laser alert (record status bit 0)"
@@ -230,14 +230,14 @@ async def test_good_readings_counter_records_and_kind_faults(mosquitto) -> None:
         counter.start_fault("pc-hood", Fault("service"))
         await wait_until(
             lambda: "instrument service" in (last(seen, "pc-hood", "volume").detail or ""),
-            timeout=5,
+            timeout=15,
             what="service -> device-error",
         )
         assert "device error (status bit 3)" in last(seen, "pc-hood", "volume").detail
         counter.end_fault("pc-hood", "service")
         await wait_until(
             lambda: last(seen, "pc-hood", "counts_0_5").quality is Quality.GOOD,
-            timeout=5,
+            timeout=15,
             what="good again",
         )
         reported = " | ".join(e.detail for e in log.of(EventKind.DEVICE_ERROR, "pc-hood"))
@@ -247,7 +247,7 @@ async def test_good_readings_counter_records_and_kind_faults(mosquitto) -> None:
         thp = owner(sims, "thp-buffer")
         thp.start_fault("thp-buffer", Fault("door_open", {"residual": 0.1}))
         await wait_until(
-            lambda: last(seen, "thp-buffer", "dp").value < 3.0, timeout=5, what="dp dip"
+            lambda: last(seen, "thp-buffer", "dp").value < 3.0, timeout=15, what="dp dip"
         )
         thp.end_fault("thp-buffer", "door_open")
         await wait_until(
@@ -270,11 +270,11 @@ async def test_thp_with_the_wrong_byte_order_never_goes_online(mosquitto) -> Non
         async with running_floor(FLOOR, plugins=[log], **env) as (floor, seen):
             await wait_until(
                 lambda: bool(log.of(EventKind.DEVICE_ERROR, "thp-buffer")),
-                timeout=5,
+                timeout=15,
                 what="device-error event",
             )
             await wait_until(
-                lambda: floor.devices["thp-hd"].state == "online", timeout=5, what="thp-hd"
+                lambda: floor.devices["thp-hd"].state == "online", timeout=15, what="thp-hd"
             )
             await asyncio.sleep(1.5)  # the daemon retries (1 s, then 2 s backoff)
             rt = floor.devices["thp-buffer"]
@@ -307,7 +307,7 @@ async def test_mqtt_env_backfill_gives_historical_readings_and_one_gap_event(mos
         await asyncio.sleep(2.0)  # the logger is offline, sampling into its buffer
         publisher.end_fault("logger", "backfill")
         await wait_until(
-            lambda: bool(log.of(EventKind.DATA_GAP, "logger")), timeout=5, what="data-gap"
+            lambda: bool(log.of(EventKind.DATA_GAP, "logger")), timeout=15, what="data-gap"
         )
         # the whole backlog arrives (slowly on a loaded machine), then no second event
         await wait_until(
