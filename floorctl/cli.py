@@ -19,6 +19,7 @@ from floorctl.config import Config, ConfigError, load_config
 from floorctl.kinds import KindRegistry
 from floorctl.model import Quality, Reading
 from floorctl.pluginmanager import collect_kinds, get_plugin_manager, plugin_names
+from floorctl.store.cli import register_commands as register_store_commands
 
 DEFAULT_CONFIG = "devices.toml"
 
@@ -527,6 +528,10 @@ def simulate(
     except SimulatorError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+
+
+# records: `floorctl audit verify|export`, `floorctl user add|disable|unlock|passwd|list`
+register_store_commands(cli)
 
 
 def main() -> None:
