@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiomqtt
@@ -21,12 +21,15 @@ import pluggy
 from attrs import define, field
 
 from floorctl import __version__
+from floorctl.alarms.engine import AlarmEngine, Severity, Transition
+from floorctl.alarms.states import AlarmState
 from floorctl.commands import BadRequest, CommandRequest, Status, parse_request, reply
 from floorctl.config import Config, DeviceConfig, ModbusConnection, MqttConnection
 from floorctl.driver import CommandError, DeviceContext, DeviceUnavailable, Driver
 from floorctl.hubs.modbus import ModbusHub
 from floorctl.hubs.mqtt import MqttHub, NotConnected
 from floorctl.kinds import KindRegistry
+from floorctl.limits import Quantity, resolve_limits
 from floorctl.model import SCHEMA_VERSION, Event, EventKind, Quality, Reading
 from floorctl.pluginmanager import isolated_calls
 from floorctl.publisher import StatePublisher, Topics, dumps
@@ -70,6 +73,8 @@ class Floor:
         *,
         sinks: list[ReadingSink] | None = None,
         publish: bool = True,
+        alarm_defaults: Mapping[Quantity, Mapping[str, object]] | None = None,
+        alarm_overrides: Mapping[tuple[str, str], Mapping[str, object]] | None = None,
     ) -> None:
         self.config = config
         self.pm = pm
@@ -80,6 +85,7 @@ class Floor:
         self.readings_total = 0
         self.bad_total = 0
         self.hook_errors = 0
+        self._on_alarm = isolated_calls(pm, "floorctl_on_alarm")
         self._on_reading = isolated_calls(pm, "floorctl_on_reading")
         self._on_event = isolated_calls(pm, "floorctl_on_event")
         self.hubs: dict[str, MqttHub | ModbusHub] = {}
@@ -115,6 +121,20 @@ class Floor:
                 qos=state_conn.qos,
             )
             self.sinks.append(self.publisher.offer)
+
+        # alarms: one engine over every point with limits (defaults by quantity, then the
+        # given overrides); the daemon is the only writer of alarm state
+        self.limits = resolve_limits(config, kinds)
+        self.alarms = AlarmEngine.from_limits(
+            self.limits, defaults=alarm_defaults, overrides=alarm_overrides
+        )
+        self.alarm_errors = 0
+        self.room_status: dict[str, str] = {}
+        self._room_points: dict[str, list[tuple[str, str]]] = {}
+        for d in config.devices:
+            for f in d.fields:
+                if d.room is not None and (d.id, f.name) in self.alarms.points:
+                    self._room_points.setdefault(d.room, []).append((d.id, f.name))
 
         self.devices: dict[str, DeviceRuntime] = {}
         for d in config.devices:
@@ -192,6 +212,10 @@ class Floor:
         await hub.publish(self.topics.status, dumps(self._status("online")), qos=1, retain=True)
         if self.publisher is not None:
             self.publisher.resync()  # the broker may have lost the retained point state
+            for device, point in self.alarms.points:
+                self._publish_alarm(device, point, None)
+            for room in self.config.rooms:
+                self._update_room(room.id, force=True)
         for rt in self.devices.values():
             await hub.publish(
                 self.topics.device_status(rt.config.id),
@@ -223,9 +247,12 @@ class Floor:
             self._fan_out(r)
 
     def _fan_out(self, r: Reading) -> None:
-        """Hand a reading to every sink and every floorctl_on_reading implementation."""
+        """Hand a reading to every sink, every floorctl_on_reading implementation and the
+        alarm engine."""
         for sink in self.sinks:
             sink(r)
+        if r.key in self.alarms.points:
+            self._alarm_transitions(self.alarms.feed(r, time.time()))
         for plugin, fn, argnames in self._on_reading:
             try:
                 fn(*(r for _ in argnames))
@@ -256,6 +283,97 @@ class Floor:
             await self.state_hub.publish(topic, dumps(payload), qos=1, retain=retain)
         except NotConnected:
             pass  # device status is republished in full on every (re)connect
+
+    # --- alarms ------------------------------------------------------------------------------
+
+    def _alarm_transitions(self, transitions: list[Transition]) -> None:
+        """Publish each transition's new alarm state at once (never coalesced), tell plugins,
+        and update the status of the rooms concerned."""
+        rooms: set[str] = set()
+        for t in transitions:
+            log.info(
+                "alarm %s/%s: %s -> %s (%s)", t.device, t.point, t.from_state, t.to_state, t.cause
+            )
+            self._publish_alarm(t.device, t.point, t)
+            for plugin, fn, argnames in self._on_alarm:
+                try:
+                    fn(*(t for _ in argnames))
+                except Exception:  # a notification bug never stops the alarm engine
+                    self.alarm_errors += 1
+                    log.exception("floorctl_on_alarm of plugin %s failed", plugin)
+            room = self.config.device(t.device).room if self.config.device(t.device) else None
+            if room is not None:
+                rooms.add(room)
+        for room in rooms:
+            self._update_room(room)
+
+    def alarm_payload(
+        self, device: str, point: str, last: Transition | None = None
+    ) -> dict[str, Any]:
+        p = self.alarms.point(device, point)
+        pl = self.limits.get((device, point))
+        return {
+            "v": SCHEMA_VERSION,
+            "device": device,
+            "point": point,
+            "room": self.config.device(device).room if self.config.device(device) else None,
+            "quantity": pl.quantity.value if pl else None,
+            "state": p.state.value,
+            "severity": p.severity.value if p.severity else None,
+            "value": p.value,
+            "last": last.as_payload() if last is not None else None,
+            "time": time.time(),
+        }
+
+    def _publish_alarm(self, device: str, point: str, last: Transition | None) -> None:
+        if self.publisher is None:
+            return
+        try:
+            self.state_hub.publish_nowait(
+                self.topics.alarm(device, point),
+                dumps(self.alarm_payload(device, point, last)),
+                qos=1,
+                retain=True,
+            )
+        except NotConnected:
+            pass  # every alarm state is republished on (re)connect
+
+    def room_state(self, room: str) -> str:
+        """ok, alert, action, no-data (a point cannot be evaluated: never 'ok'), or
+        out-of-service (every alarm point of the room is)."""
+        points = [self.alarms.points[k] for k in self._room_points.get(room, [])]
+        shown = [p for p in points if p.state.annunciated]
+        if points and not shown and all(p.state is AlarmState.OUT_OF_SERVICE for p in points):
+            return "out-of-service"
+        severities = {p.severity for p in shown if p.state.active}
+        if Severity.ACTION in severities:
+            return "action"
+        if Severity.ALERT in severities:
+            return "alert"
+        if any(p.state is AlarmState.CANNOT_EVALUATE for p in shown):
+            return "no-data"
+        return "ok"
+
+    def _update_room(self, room: str, *, force: bool = False) -> None:
+        status = self.room_state(room)
+        if not force and self.room_status.get(room) == status:
+            return
+        self.room_status[room] = status
+        if self.publisher is None:
+            return
+        payload = {"v": SCHEMA_VERSION, "room": room, "status": status, "time": time.time()}
+        try:
+            self.state_hub.publish_nowait(
+                self.topics.room_status(room), dumps(payload), qos=1, retain=True
+            )
+        except NotConnected:
+            pass  # republished on (re)connect
+
+    async def _alarm_ticks(self) -> None:
+        """Delays, shelving expiry and re-alarm run on time even when no reading comes."""
+        while True:
+            await asyncio.sleep(0.5)
+            self._alarm_transitions(self.alarms.tick(time.time()))
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -478,6 +596,7 @@ class Floor:
                     tasks.append(tg.create_task(self._guard(self.publisher.run, "publisher")))
                 tasks.append(tg.create_task(self._guard(self._dispatch_events, "events")))
                 tasks.append(tg.create_task(self._guard(self._watch_stale, "stale detection")))
+                tasks.append(tg.create_task(self._guard(self._alarm_ticks, "alarm timers")))
                 tasks.append(tg.create_task(self._guard(self._publish_stats, "stats")))
                 for rt in self.devices.values():
                     if rt.state != DeviceState.DISABLED:

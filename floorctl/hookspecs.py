@@ -14,6 +14,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from floorctl.alarms.engine import Transition
     from floorctl.kinds import KindRegistry
     from floorctl.model import Event, Reading
 
@@ -57,6 +58,18 @@ def floorctl_on_reading(reading: Reading) -> None:
     raised here is logged and counted; it never stops ingest.
 
     :param reading: the reading, frozen.
+    """
+
+
+@hookspec
+def floorctl_on_alarm(transition: Transition) -> None:
+    """Called for every alarm state transition, at once and in order: an alarm raised,
+    escalated, acknowledged, shelved, returned to normal, or a point that cannot be evaluated.
+
+    Notifications (a pager, a file, an e-mail gateway) are plugins of this hook. Same rules as
+    ``floorctl_on_reading``: quick, non-blocking; exceptions are logged and counted.
+
+    :param transition: the transition record (``floorctl.alarms.engine.Transition``), frozen.
     """
 
 

@@ -48,6 +48,12 @@ class Topics:
     def device_status(self, device: str) -> str:
         return f"{self.prefix}/device/{device}/status"
 
+    def alarm(self, device: str, point: str) -> str:
+        return f"{self.prefix}/alarm/{device}/{point}"
+
+    def room_status(self, room: str) -> str:
+        return f"{self.prefix}/room/{room}/status"
+
     def command(self, device: str) -> str:
         return f"{self.prefix}/command/{device}"
 
