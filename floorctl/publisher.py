@@ -27,6 +27,8 @@ log = logging.getLogger("floorctl.publish")
 
 #: point messages handed to the MQTT client per loop turn
 WINDOW = 100
+#: seconds between two rounds of ordinary updates (see StatePublisher.run)
+PACE = 0.1
 
 
 def dumps(payload: Mapping[str, Any]) -> bytes:
@@ -95,6 +97,8 @@ class StatePublisher:
     republish: float = 60.0
     deadbands: Mapping[tuple[str, str], float] = field(factory=dict)
     qos: int = 1
+    #: seconds between rounds of ordinary (coalesced) updates; quality changes never wait
+    pace: float = PACE
     counters: PublisherCounters = field(factory=PublisherCounters)
     _latest: dict[tuple[str, str], Reading] = field(factory=dict)
     _published: dict[tuple[str, str], _Published] = field(factory=dict)
@@ -158,38 +162,56 @@ class StatePublisher:
         return len(self._urgent) + len(self._dirty)
 
     async def run(self) -> None:
-        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat())
+        loop = asyncio.get_running_loop()
+        heartbeat = loop.create_task(self._heartbeat())
+        next_round = 0.0
+        timer: asyncio.TimerHandle | None = None
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
                 await self.hub.connected.wait()
                 try:
-                    await self._drain()
+                    await self._drain_urgent()  # quality changes: at once, each one
+                    if not self._dirty:
+                        continue
+                    wait = next_round - loop.time()
+                    if wait > 0:
+                        # ordinary updates go out in rounds: what arrives meanwhile replaces
+                        # the pending value of its point (coalescing), so a fast point costs
+                        # one message per round, however fast it updates
+                        if timer is None or timer.cancelled() or timer.when() < loop.time():
+                            timer = loop.call_later(wait, self._wake.set)
+                        continue
+                    next_round = loop.time() + self.pace
+                    await self._drain_dirty()
                 except NotConnected as exc:
                     log.debug("state publishing paused: %s", exc)
                     self._wake.set()
                     await asyncio.sleep(0.2)
         finally:
             heartbeat.cancel()
+            if timer is not None:
+                timer.cancel()
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(max(self.republish / 4, 0.5))
             self.due_for_republish()
 
-    async def _drain(self) -> None:
-        while self._urgent or self._dirty:
-            # quality changes first, in arrival order, each one sent
-            while self._urgent:
-                batch = [self._urgent.popleft() for _ in range(min(WINDOW, len(self._urgent)))]
-                await self._send(batch, requeue_urgent=True)
-                self.counters.urgent += len(batch)
-            if self._dirty:
-                keys = list(self._dirty)[:WINDOW]
-                for k in keys:
-                    del self._dirty[k]
-                await self._send([self._latest[k] for k in keys], requeue_urgent=False)
+    async def _drain_urgent(self) -> None:
+        while self._urgent:
+            batch = [self._urgent.popleft() for _ in range(min(WINDOW, len(self._urgent)))]
+            await self._send(batch, requeue_urgent=True)
+            self.counters.urgent += len(batch)
+
+    async def _drain_dirty(self) -> None:
+        while self._dirty:
+            keys = list(self._dirty)[:WINDOW]
+            for k in keys:
+                del self._dirty[k]
+            await self._send([self._latest[k] for k in keys], requeue_urgent=False)
+            await self._drain_urgent()  # a quality change that came meanwhile goes first
 
     async def _send(self, batch: list[Reading], *, requeue_urgent: bool) -> None:
         """Hand a batch to paho's queue (no await per message). On a refusal (no connection,

@@ -31,6 +31,13 @@ log = logging.getLogger("floorctl.modbus")
 #: connection is closed and retried with backoff
 NO_ANSWER_LIMIT = 3
 
+_READ = {
+    RegisterTable.HOLDING: "read_holding_registers",
+    RegisterTable.INPUT: "read_input_registers",
+    RegisterTable.COIL: "read_coils",
+    RegisterTable.DISCRETE: "read_discrete_inputs",
+}
+
 
 class ModbusDeviceError(Exception):
     """The device answered with a Modbus exception (illegal address, device failure, ...)."""
@@ -124,15 +131,17 @@ class ModbusHub:
         try:
             async with asyncio.timeout(float(self.conn.timeout) + 0.5):
                 ok = await self._client.connect()
-            reraise_cancel()
         except (TimeoutError, OSError, ModbusException) as exc:
             ok = False
             why = str(exc) or type(exc).__name__
         else:
             why = "connection refused or unreachable"
         if not ok:
+            reraise_cancel()
             self._failed(f"cannot connect to {self.conn.host}:{self.conn.port}: {why}")
             raise DeviceUnavailable(f"modbus {self.name}: {why}")
+        # connected: the bookkeeping below runs even if a cancellation was swallowed meanwhile
+        # (pymodbus's wait_for, Python 3.11), then the cancellation is raised again
         self.counters.connects += 1
         if self._down_since is not None:
             log.warning(
@@ -146,6 +155,7 @@ class ModbusHub:
         self._down_since = None
         self._backoff = 0.0
         self._no_answer = 0
+        reraise_cancel()
         return self._client
 
     def _failed(self, why: str) -> None:
@@ -172,6 +182,7 @@ class ModbusHub:
                     rr = await make(client)
                 reraise_cancel()  # pymodbus's wait_for can swallow a cancellation on 3.11
             except (TimeoutError, ModbusIOException):
+                reraise_cancel()
                 # No answer (or a late one): that request fails, the connection stays, so
                 # one silent unit does not starve its neighbours on the same gateway. Only
                 # NO_ANSWER_LIMIT unanswered requests in a row mean the link itself is dead.
@@ -181,6 +192,7 @@ class ModbusHub:
                     self._failed(f"{request}: {why} ({self._no_answer} requests in a row)")
                 raise DeviceUnavailable(f"modbus {self.name}: {request}: {why}") from None
             except (OSError, ModbusException) as exc:
+                reraise_cancel()
                 why = str(exc) or type(exc).__name__
                 self._failed(f"{request}: {why}")
                 raise DeviceUnavailable(f"modbus {self.name}: {request}: {why}") from None
@@ -215,12 +227,7 @@ class ModbusHub:
         self, table: RegisterTable, address: int, count: int, unit: int
     ) -> list[int] | list[bool]:
         """Read ``count`` registers or bits; raise DeviceUnavailable or ModbusDeviceError."""
-        name = {
-            RegisterTable.HOLDING: "read_holding_registers",
-            RegisterTable.INPUT: "read_input_registers",
-            RegisterTable.COIL: "read_coils",
-            RegisterTable.DISCRETE: "read_discrete_inputs",
-        }[table]
+        name = _READ[table]
         rr = await self._call(
             f"{table} {address}..{address + count - 1} unit {unit}",
             lambda c: getattr(c, name)(address, count=count, device_id=unit),

@@ -164,3 +164,23 @@ async def test_resync_republishes_every_point() -> None:
         ("f/point/d/a", 5.0),
         ("f/point/d/b", 6.0),
     ]
+
+
+async def test_updates_go_in_paced_rounds_but_quality_changes_do_not_wait() -> None:
+    hub = FakeHub()
+    pub = StatePublisher(hub, Topics("f"), pace=0.2)  # type: ignore[arg-type]
+    task = await run_pub(pub)
+    pub.offer(r(0.0))
+    await settle(pub)
+    start = asyncio.get_running_loop().time()
+    for i in range(1, 41):  # a fast point: 40 updates over ~0.4 s
+        pub.offer(r(float(i)))
+        await asyncio.sleep(0.01)
+    values = [m["value"] for _, m in hub.sent]
+    assert len(values) <= 5, values  # ~ one message per 0.2 s round, not 40
+    pub.offer(r(None, Quality.STALE))  # a quality change goes out at once
+    await asyncio.sleep(0.02)
+    assert hub.sent[-1][1]["quality"] == "stale"
+    assert asyncio.get_running_loop().time() - start < 1.0
+    await settle(pub)
+    task.cancel()
