@@ -195,6 +195,19 @@ def user_disable(
     user_id: str, by_id: str | None, reason: str | None, password_stdin: bool, db_path: str
 ) -> None:
     """Disable a user for good (the id is never reused)."""
+    _admin_action("disable", user_id, by_id, reason, password_stdin, db_path)
+    click.echo(f"disabled {user_id}")
+
+
+def _admin_action(
+    action: str,
+    user_id: str,
+    by_id: str | None,
+    reason: str | None,
+    password_stdin: bool,
+    db_path: str,
+) -> None:
+    """An action only an admin may take on a user, signed in by --by and their secret."""
     if not by_id:
         raise click.UsageError("--by ADMIN is required")
     secrets = _Secrets(password_stdin)
@@ -202,10 +215,9 @@ def user_disable(
         users = Users(store, params=SCRYPT_PARAMS)
         admin = _admin(users, by_id, secrets)
         try:
-            users.disable(user_id, by=admin, reason=reason)
+            getattr(users, action)(user_id, by=admin, reason=reason)
         except (AuthError, UserError) as exc:
             _fail(exc)
-    click.echo(f"disabled {user_id}")
 
 
 @user_group.command("unlock")
@@ -218,16 +230,7 @@ def user_unlock(
     user_id: str, by_id: str | None, reason: str | None, password_stdin: bool, db_path: str
 ) -> None:
     """Unlock a user locked out after failed attempts (an admin only)."""
-    if not by_id:
-        raise click.UsageError("--by ADMIN is required")
-    secrets = _Secrets(password_stdin)
-    with _open(db_path) as store:
-        users = Users(store, params=SCRYPT_PARAMS)
-        admin = _admin(users, by_id, secrets)
-        try:
-            users.unlock(user_id, by=admin, reason=reason)
-        except (AuthError, UserError) as exc:
-            _fail(exc)
+    _admin_action("unlock", user_id, by_id, reason, password_stdin, db_path)
     click.echo(f"unlocked {user_id}")
 
 
