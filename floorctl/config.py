@@ -128,10 +128,23 @@ class FloorConfig:
     topic_prefix: str | None = None  # default "floorctl/<id>"
     republish: Duration = Duration(60.0)  # every point is published at least this often
     stats_interval: Duration = Duration(10.0)
+    #: SQLite file of the floor's records (readings, events, alarms, audit trail); relative to
+    #: devices.toml's folder; none: nothing is recorded
+    store: str | None = None
+    #: raw readings are kept this long, then rolled up to 1-minute min/avg/max
+    raw_retention: Duration = Duration(90 * 86400.0)
 
     @property
     def prefix(self) -> str:
         return self.topic_prefix or f"floorctl/{self.id}"
+
+    def store_path(self, config_path: str | None) -> Path | None:
+        if not self.store:
+            return None
+        path = Path(self.store)
+        if not path.is_absolute() and config_path:
+            path = Path(config_path).resolve().parent / path
+        return path
 
 
 @frozen

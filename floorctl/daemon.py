@@ -33,6 +33,7 @@ from floorctl.limits import Quantity, resolve_limits
 from floorctl.model import SCHEMA_VERSION, Event, EventKind, Quality, Reading
 from floorctl.pluginmanager import isolated_calls
 from floorctl.publisher import StatePublisher, Topics, dumps
+from floorctl.store.writer import StoreWriter
 
 log = logging.getLogger("floorctl.daemon")
 
@@ -135,6 +136,13 @@ class Floor:
             for f in d.fields:
                 if d.room is not None and (d.id, f.name) in self.alarms.points:
                     self._room_points.setdefault(d.room, []).append((d.id, f.name))
+
+        # records: a writer thread owns the SQLite store (none configured: nothing recorded)
+        self.store: StoreWriter | None = None
+        store_path = config.floor.store_path(config.path)
+        if store_path is not None:
+            self.store = StoreWriter(store_path, raw_retention_s=float(config.floor.raw_retention))
+            self.sinks.append(self.store.reading)
 
         self.devices: dict[str, DeviceRuntime] = {}
         for d in config.devices:
@@ -291,6 +299,8 @@ class Floor:
         and update the status of the rooms concerned."""
         rooms: set[str] = set()
         for t in transitions:
+            if self.store is not None:
+                self.store.alarm(t)
             log.info(
                 "alarm %s/%s: %s -> %s (%s)", t.device, t.point, t.from_state, t.to_state, t.cause
             )
@@ -532,6 +542,8 @@ class Floor:
         while True:
             event = await self._events.get()
             log.info("event %s %s %s", event.kind, event.source, event.detail)
+            if self.store is not None:
+                self.store.event(event)
             for plugin, fn, argnames in self._on_event:
                 try:
                     fn(*(event for _ in argnames))
@@ -586,6 +598,16 @@ class Floor:
     async def run(self) -> None:
         """Run until ``stop()`` is called (or a signal arrives, if installed)."""
         self.emit_event(Event(EventKind.DAEMON_START, "daemon", f"floorctl {__version__}"))
+        if self.store is not None:
+            self.store.start()
+            self.store.audit(
+                user_id="system",
+                printed_name="floorctl daemon",
+                action="config.load",
+                target=self.config.path or "devices.toml",
+                new_value={"floor": self.config.floor.id, "devices": len(self.config.devices)},
+                config_hash=self.config.sha256,
+            )
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [
@@ -612,6 +634,8 @@ class Floor:
             for hub in self.hubs.values():
                 if isinstance(hub, ModbusHub):
                     hub.close()
+            if self.store is not None:
+                await asyncio.to_thread(self.store.close)  # writes what is still queued
 
     async def _say_goodbye(self) -> None:
         """A clean stop publishes "offline" itself (the will fires only on a crash)."""

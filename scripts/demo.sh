@@ -96,6 +96,7 @@ export FLOORCTL_MQTT_PORT=$MQTT_PORT
 export FLOORCTL_MODBUS_PORT=$MODBUS_PORT
 export FLOORCTL_MODBUS_PORT_2=$MODBUS_PORT_2
 export FLOORCTL_SICS_PORT=$SICS_PORT
+export FLOORCTL_STORE=$tmp/floorctl.db   # the demo's records; `floorctl audit verify --db` it
 SCENARIO=${SCENARIO:-demo}
 echo "demo: mosquitto on 127.0.0.1:$MQTT_PORT (watch: mosquitto_sub -p $MQTT_PORT -t 'floorctl/#' -v)"
 echo "demo: simulated devices on ports $MODBUS_PORT, $MODBUS_PORT_2 (Modbus) and $SICS_PORT (MT-SICS);"
