@@ -133,6 +133,9 @@ class FloorConfig:
     store: str | None = None
     #: raw readings are kept this long, then rolled up to 1-minute min/avg/max
     raw_retention: Duration = Duration(90 * 86400.0)
+    #: the site's alarm settings per quantity: [floor.alarms.differential_pressure]
+    #: (docs/alarms.md); they replace the shipped defaults key by key
+    alarms: dict[Quantity, dict[str, Any]] = field(factory=dict)
 
     @property
     def prefix(self) -> str:
@@ -216,6 +219,8 @@ class FieldConfig:
     # limits: what the point measures (decides the defaults) and per-point overrides
     quantity: Quantity | None = None
     limits: LimitConfig | None = None
+    #: this point's alarm settings (docs/alarms.md): alarm = { action_on_delay = "2m" }
+    alarm: dict[str, Any] | None = None
 
     @property
     def count(self) -> int:
@@ -917,6 +922,10 @@ def _check(
                     ("room", i, "pressure_reference"), f"unknown room {r.pressure_reference!r}"
                 )
 
+    for quantity, settings in floor.alarms.items():
+        if why := alarm_settings_problem(settings):
+            problems.add(("floor", "alarms", quantity.value), why)
+
     rooms_by_id = {r.id: r for _, r in rooms}
     for i, r in rooms:
         if r.within is not None:
@@ -996,7 +1005,7 @@ def _check(
                 )
             for j, f in enumerate(d.fields):
                 for key in _set_field_keys(f):
-                    if key not in kind.field_keys:
+                    if key not in kind.field_keys and key not in UNIVERSAL_FIELD_KEYS:
                         problems.add(
                             (*base, "fields", j, key), f"not a field key of kind {d.kind!r}"
                         )
@@ -1047,6 +1056,8 @@ def _check(
                 problems.add((*base, "fields", j, "deadband"), "must be 0 or more")
             if f.limits is not None and (why := check_order(dict(f.limits.items()))):
                 problems.add((*base, "fields", j, "limits"), why)
+            if f.alarm is not None and (why := alarm_settings_problem(f.alarm)):
+                problems.add((*base, "fields", j, "alarm"), why)
 
     if merged:
         sections["device"] = [(i, merged.get(i, d)) for i, d in sections["device"]]
@@ -1063,6 +1074,21 @@ def _check(
                 f"on {via!r} unit {unit}",
             )
     return device_options
+
+
+#: field keys every kind accepts, whatever its own field_keys say
+UNIVERSAL_FIELD_KEYS = frozenset({"alarm"})
+
+
+def alarm_settings_problem(settings: Mapping[str, Any]) -> str | None:
+    """Why a table of alarm settings is wrong (unknown key, bad value), or None."""
+    from floorctl.alarms.engine import check_settings
+
+    try:
+        check_settings(settings)
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    return None
 
 
 def _needs(transports: frozenset[Transport]) -> str:

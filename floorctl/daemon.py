@@ -126,9 +126,21 @@ class Floor:
         # alarms: one engine over every point with limits (defaults by quantity, then the
         # given overrides); the daemon is the only writer of alarm state
         self.limits = resolve_limits(config, kinds)
-        self.alarms = AlarmEngine.from_limits(
-            self.limits, defaults=alarm_defaults, overrides=alarm_overrides
-        )
+        # devices.toml's settings, then the caller's (tests): per quantity, then per point
+        defaults: dict[Quantity, dict[str, object]] = {
+            q: dict(v) for q, v in config.floor.alarms.items()
+        }
+        for q, v in (alarm_defaults or {}).items():
+            defaults.setdefault(Quantity(q), {}).update(v)
+        overrides: dict[tuple[str, str], dict[str, object]] = {
+            (d.id, f.name): dict(f.alarm)
+            for d in config.devices
+            for f in d.fields
+            if f.alarm and (d.id, f.name) in self.limits
+        }
+        for key, v in (alarm_overrides or {}).items():
+            overrides.setdefault(key, {}).update(v)
+        self.alarms = AlarmEngine.from_limits(self.limits, defaults=defaults, overrides=overrides)
         self.alarm_errors = 0
         self.room_status: dict[str, str] = {}
         self._room_points: dict[str, list[tuple[str, str]]] = {}

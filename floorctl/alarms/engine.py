@@ -248,6 +248,19 @@ class AlarmPointConfig(QuantityDefaults):
         )
 
 
+def check_settings(settings: Mapping[str, object]) -> None:
+    """Raise ValueError naming what is wrong in a table of alarm settings (devices.toml)."""
+    values = _normalise(settings, where="alarm settings")
+    values = {k: v for k, v in values.items() if k not in LIMIT_KEYS}
+    for k, v in values.items():
+        if k in _DURATIONS or k in ("deadband", "rate_limit"):
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ValueError(f"{k}: expected a number or a duration, got {v!r}")
+        if k == "latching" and not isinstance(v, bool):
+            raise ValueError(f"latching: expected true or false, got {v!r}")
+    attrs.evolve(QuantityDefaults(), **values)  # the validators check ranges
+
+
 def _normalise(overrides: Mapping[str, object], *, where: str) -> dict[str, object]:
     """Check override keys; durations may be strings ("30s", "15m") as in devices.toml."""
     from floorctl.config import parse_duration
@@ -262,9 +275,19 @@ def _normalise(overrides: Mapping[str, object], *, where: str) -> dict[str, obje
         if k in _DURATIONS and isinstance(v, str):
             v = float(parse_duration(v))
         elif k in ("priority", "action_priority") and isinstance(v, str):
-            v = Priority(v)
+            try:
+                v = Priority(v)
+            except ValueError:
+                raise ValueError(
+                    f"{k}: {v!r} is not one of {', '.join(p.value for p in Priority)}"
+                ) from None
         elif k == "rate_severity" and isinstance(v, str):
-            v = Severity(v)
+            try:
+                v = Severity(v)
+            except ValueError:
+                raise ValueError(
+                    f"{k}: {v!r} is not one of {', '.join(x.value for x in Severity)}"
+                ) from None
         out[k] = v
     return out
 

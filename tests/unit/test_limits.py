@@ -219,3 +219,55 @@ def test_config_show_prints_limits_with_sources(tmp_path) -> None:
     dp = next(p for p in data["points"] if p["point"] == "dp")
     assert dp["quantity"] == Quantity.DIFFERENTIAL_PRESSURE.value
     assert dp["action_high"] == {"value": -2.5, "source": dp["action_high"]["source"]}
+
+
+ALARMS = """
+[floor.alarms.differential_pressure]
+alert_on_delay = "5s"
+priority = "high"
+"""
+
+
+def test_alarm_settings_from_devices_toml_reach_the_engine() -> None:
+    from floorctl.daemon import Floor
+
+    point = 'alarm = { action_on_delay = "2m" }'
+    text = ALARMS + BASE.format(room="buffer", hd_limits="", dp_limits=point)
+    pm = get_plugin_manager(autoload=False)
+    config = parse_config(text.encode(), KINDS, env={})
+    floor = Floor(config, pm, KINDS, publish=False)
+    dp = floor.alarms.point("m", "dp").config
+    assert (dp.alert_on_delay, dp.action_on_delay, dp.priority.value) == (5.0, 120.0, "high")
+    assert dp.deadband == 0.5  # the shipped default where the site sets nothing
+    t = floor.alarms.point("m", "t").config
+    assert t.alert_on_delay == 60.0  # another quantity: untouched
+
+
+T = "[floor.alarms.temperature]\n"
+W = "floor.alarms.temperature: "
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (T + 'alert_on_dely = "5s"', W + "alarm settings: unknown alarm setting 'alert_on_dely'"),
+        (T + 'alert_on_delay = "5 parsecs"', W + "bad duration '5 parsecs'"),
+        (T + 'priority = "urgent"', W + "priority: 'urgent' is not one of low, medium, high"),
+        (T + "deadband = -1", W + "deadband must be a finite number >= 0"),
+    ],
+)
+def test_bad_alarm_settings_are_problems_with_paths(table: str, message: str) -> None:
+    text = table + "\n" + BASE.format(room="buffer", hd_limits="", dp_limits="")
+    with pytest.raises(ConfigError) as err:
+        parse_config(text.encode(), KINDS, env={})
+    found = [p.format() for p in err.value.problems]
+    assert any(message in line for line in found), found
+
+
+def test_a_bad_point_alarm_setting_names_the_field() -> None:
+    text = BASE.format(room="buffer", hd_limits="", dp_limits='alarm = { latching = "yes" }')
+    with pytest.raises(ConfigError) as err:
+        parse_config(text.encode(), KINDS, env={})
+    assert [p.format() for p in err.value.problems] == [
+        "devices.toml:44: device[m].fields[dp].alarm: latching: expected true or false, got 'yes'"
+    ]
