@@ -36,6 +36,8 @@ from floorctl.kinds import Kind, KindRegistry, Problems, Transport
 from floorctl.limits import Quantity
 from floorctl.model import Event, EventKind, Quality, Reading, Value
 from floorctl.plugins.generic import (
+    JSON_FIELD_KEYS,
+    MODBUS_FIELD_KEYS,
     ModbusDriver,
     MqttJsonDriver,
     load_json_payload,
@@ -47,25 +49,9 @@ from floorctl.plugins.generic import (
 
 #: per-field keys of the Modbus map kinds: select a point, tune publishing and limits, or move
 #: a point of the map (another address, table, type, byte order, scale, sentinels)
-MAP_MODBUS_FIELD_KEYS = frozenset(
-    {
-        "name",
-        "deadband",
-        "precision",
-        "limits",
-        "register",
-        "address",
-        "type",
-        "byte_order",
-        "scale",
-        "offset",
-        "sentinels",
-    }
-)
+MAP_MODBUS_FIELD_KEYS = MODBUS_FIELD_KEYS - {"unit", "quantity"}
 #: per-field keys of the MQTT map kinds: select a point, move it in the payload (``path``)
-MAP_JSON_FIELD_KEYS = frozenset(
-    {"name", "deadband", "precision", "limits", "path", "scale", "offset"}
-)
+MAP_JSON_FIELD_KEYS = JSON_FIELD_KEYS - {"unit", "quantity"}
 
 ENCODINGS = ("float32", "int16")
 #: raw INT16 values that mean "no measurement" (probe open / short circuit) in the maps below
