@@ -28,6 +28,7 @@ Public API (stable; additions only):
 from __future__ import annotations
 
 from floorctl.scheduler.check import Violation, check, tardiness
+from floorctl.scheduler.model import SchedulingModel, solve, with_room_outages
 from floorctl.scheduler.problem import (
     Batch,
     Changeover,
@@ -82,6 +83,7 @@ __all__ = [
     "Result",
     "Schedule",
     "ScheduleFileError",
+    "SchedulingModel",
     "SolveOptions",
     "Status",
     "Timings",
@@ -93,6 +95,8 @@ __all__ = [
     "read_schedule",
     "schedule_from_dict",
     "schedule_to_dict",
+    "solve",
     "tardiness",
+    "with_room_outages",
     "write_schedule",
 ]

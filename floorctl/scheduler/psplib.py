@@ -17,11 +17,22 @@ European Journal of Operational Research 96(1):205-216. The best-known values ar
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from attrs import frozen
+
+from floorctl.scheduler.problem import (
+    Batch,
+    Operation,
+    Precedence,
+    Problem,
+    Requirement,
+    Resource,
+    ResourceKind,
+)
 
 __all__ = [
     "BestKnown",
@@ -31,6 +42,7 @@ __all__ = [
     "parse_sm",
     "read_best_known",
     "read_sm",
+    "to_problem",
 ]
 
 
@@ -409,3 +421,68 @@ def parse_best_known(text: str, source: str = "<string>") -> dict[str, BestKnown
     if not out:
         raise PsplibError(source, header_index + 1, "no instance rows after the header")
     return out
+
+
+# --- adapter onto the scheduler's problem types ------------------------------------------------
+
+#: time 0 of an adapted instance (PSPLIB periods become minutes after it, on a grid of 1)
+EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+#: the one batch every job of an instance belongs to (a PSPLIB instance is one project)
+PROJECT = "project"
+
+
+def job_id(number: int) -> str:
+    """The operation id of job ``number`` in the adapted problem."""
+    return f"j{number}"
+
+
+def resource_id(index: int) -> str:
+    """The resource id of renewable resource ``index`` (0-based), as PSPLIB names it: R1..."""
+    return f"R{index + 1}"
+
+
+def to_problem(instance: Instance) -> Problem:
+    """The instance as a :class:`floorctl.scheduler.Problem` the product's core solves.
+
+    One PSPLIB period is one minute on a grid of 1; every renewable resource is a pool with
+    the file's capacity; every job is one operation of a single batch (the project), with one
+    single-candidate requirement per resource it uses, carrying the job's demand; every
+    successor relation is an end-to-start precedence with no lag; the horizon is the file's.
+    There are no due dates, changeovers or calendars, so the core's objective is the
+    makespan, which is the end of the dummy sink. Non-renewable resources of a single-mode
+    instance constrain nothing (their use is fixed, and the parser checks it fits), so they
+    are left out.
+    """
+    resources = tuple(
+        Resource(id=resource_id(r), kind=ResourceKind.POOL, capacity=capacity, name=f"R {r + 1}")
+        for r, capacity in enumerate(instance.capacities)
+        if capacity > 0  # a resource nobody may use (the parser rejects any demand on it)
+    )
+    operations = tuple(
+        Operation(
+            id=job_id(job.number),
+            batch=PROJECT,
+            name=str(job.number),
+            duration=job.duration,
+            requirements=tuple(
+                Requirement(group=resource_id(r), candidates=(resource_id(r),), demand=demand)
+                for r, demand in enumerate(job.demands)
+                if demand > 0
+            ),
+        )
+        for job in instance.jobs
+    )
+    precedences = tuple(
+        Precedence(before=job_id(pred), after=job_id(succ)) for pred, succ in instance.precedences()
+    )
+    return Problem(
+        name=instance.name,
+        epoch=EPOCH,
+        resources=resources,
+        batches=(Batch(id=PROJECT, recipe="psplib"),),
+        operations=operations,
+        precedences=precedences,
+        grid=1,
+        horizon=instance.horizon,
+        source=instance.source,
+    )
