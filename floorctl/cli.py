@@ -19,6 +19,7 @@ from floorctl.config import Config, ConfigError, load_config
 from floorctl.kinds import KindRegistry
 from floorctl.model import Quality, Reading
 from floorctl.pluginmanager import collect_kinds, get_plugin_manager, plugin_names
+from floorctl.scheduler.cli import register_commands as register_schedule_commands
 from floorctl.store.cli import register_commands as register_store_commands
 
 DEFAULT_CONFIG = "devices.toml"
@@ -532,6 +533,7 @@ def simulate(
 
 # records: `floorctl audit verify|export`, `floorctl user add|disable|unlock|passwd|list`
 register_store_commands(cli)
+register_schedule_commands(cli)
 
 
 def main() -> None:

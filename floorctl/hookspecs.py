@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from floorctl.alarms.engine import Transition
     from floorctl.kinds import KindRegistry
     from floorctl.model import Event, Reading
+    from floorctl.scheduler.model import SchedulingModel
+    from floorctl.scheduler.problem import Problem
 
 hookspec = pluggy.HookspecMarker("floorctl")
 
@@ -44,6 +46,22 @@ def floorctl_add_commands(cli: click.Group) -> None:
 
     :param cli: the top-level click group; call ``cli.add_command(...)`` or decorate with
         ``@cli.command()``.
+    """
+
+
+# --- scheduling ----------------------------------------------------------------------------
+
+
+@hookspec
+def floorctl_add_schedule_constraints(model: SchedulingModel, problem: Problem) -> None:
+    """Add site rules to the batch scheduler's CP-SAT model, after it is built and before
+    it is solved (``floorctl schedule``).
+
+    :param model: the ``floorctl.scheduler.SchedulingModel``: ``model.model`` is the
+        ``cp_model.CpModel``; ``model.start(op_id)`` a start variable (grid ticks),
+        ``model.end_minutes(op_id)`` the exact end in minutes, ``model.uses(resource_id,
+        op_id)`` the literal "the operation uses the resource" (None if it cannot).
+    :param problem: the ``floorctl.scheduler.Problem`` being solved, frozen.
     """
 
 

@@ -478,7 +478,7 @@ class _Builder:
             rooms[r.id]["spec"] = (r, path)
         if not rooms:
             self.err(("room",), "no rooms: give a floor (devices.toml) or [[room]] tables")
-        for rid, info in rooms.items():
+        for info in rooms.values():
             w = info.get("within")
             if w is not None and w not in rooms:
                 where = info.get("spec", (None, ("room",)))[1]
