@@ -56,6 +56,16 @@ def _fmt(problem: Problem, minutes: int) -> str:
     return problem.time(minutes).strftime("%Y-%m-%d %H:%M")
 
 
+def _span(problem: Problem, start: int, end: int) -> str:
+    if end >= OPEN_END:
+        return f"from {_fmt(problem, start)} on"
+    return f"{_fmt(problem, start)} to {_fmt(problem, end)}"
+
+
+#: a window ending this late (minutes) is open-ended ("out of service from ... on")
+OPEN_END = 10**8
+
+
 def check(problem: Problem, schedule: Schedule) -> list[Violation]:
     """Every violated constraint of ``schedule`` against ``problem``, hard ones first."""
     out: list[Violation] = []
@@ -198,8 +208,8 @@ def _check_resources(problem: Problem, ok: dict[str, Assignment]) -> Iterable[Vi
                         "unavailable",
                         True,
                         f"{rid}: {op.id}",
-                        f"{rid} is not available {_fmt(problem, w.start)} to "
-                        f"{_fmt(problem, w.end)}{why}, used {_fmt(problem, start)} to "
+                        f"{rid} is not available {_span(problem, w.start, w.end)}{why}, "
+                        f"used {_fmt(problem, start)} to "
                         f"{_fmt(problem, end)}",
                         min(end, w.end) - max(start, w.start),
                     )

@@ -240,12 +240,14 @@ def build_model(
     arcs: list[tuple[Any, int]] = []
     for rid in sorted(usage):
         res = problem.resource(rid)
-        avail = grp(f"availability[{rid}]")
+        windows = [
+            (max(bs, 0), min(be, horizon))
+            for bs, be in blocked_ticks(problem, rid, horizon_minutes)
+            if min(be, horizon) > max(bs, 0)
+        ]
+        avail = grp(f"availability[{rid}]") if windows else None
         blocks = []
-        for bs, be in blocked_ticks(problem, rid, horizon_minutes):
-            bs, be = max(bs, 0), min(be, horizon)
-            if be <= bs:
-                continue
+        for bs, be in windows:
             if avail is None:
                 blocks.append(m.new_fixed_size_interval_var(bs, be - bs, f"b[{rid},{bs}]"))
             else:
