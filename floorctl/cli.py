@@ -15,6 +15,7 @@ import click
 import pluggy
 
 from floorctl import __version__
+from floorctl.alarms.cli import register_commands as register_alarm_commands
 from floorctl.config import Config, ConfigError, load_config
 from floorctl.kinds import KindRegistry
 from floorctl.model import Quality, Reading
@@ -309,6 +310,13 @@ async def _run_once(obj: Ctx, config: Config) -> int:
     help="Talk to the device itself instead of through the running daemon.",
 )
 @click.option("--timeout", default=20.0, show_default=True, help="Seconds to wait for the reply.")
+@click.option("--user", default=None, help="Your user id: commands through the daemon are signed.")
+@click.option("--comment", default="", help="Why (kept with the signature).")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password or PIN from the first line of stdin instead of a prompt.",
+)
 @click.pass_obj
 def device(
     obj: Ctx,
@@ -318,11 +326,16 @@ def device(
     file: str,
     direct: bool,
     timeout: float,
+    user: str | None,
+    comment: str,
+    password_stdin: bool,
 ) -> None:
     """Run a device command (tare, zero, ...), or list a device's commands.
 
-    The request goes to the running daemon (`floorctl run`) over MQTT, which runs it through the
-    device's driver and replies; --direct opens the device itself (only when no daemon holds it).
+    The request goes to the running daemon (`floorctl run`) over MQTT, signed with --user and
+    the password or PIN (asked for); the daemon checks the signature and role, records it, runs
+    the command through the device's driver and replies. --direct opens the device itself, for
+    commissioning when no daemon holds it: nothing is signed or recorded then.
     Exit 0 when the device did it, 1 when refused or failed, 2 on a usage error.
     """
     config = obj.load(file)
@@ -354,8 +367,22 @@ def device(
             arguments[key] = json.loads(value)
         except ValueError:
             arguments[key] = value
-    runner = _command_direct if direct else _command_via_daemon
-    answer = asyncio.run(runner(obj, config, dev.id, command, arguments, timeout))
+    signer = None
+    if not direct:
+        if not user:
+            raise click.UsageError(
+                "--user is required: device commands through the daemon are signed "
+                "(or --direct, for commissioning without a daemon)"
+            )
+        from floorctl.alarms.cli import read_signer
+
+        signer = read_signer(user, comment, password_stdin)
+    if direct:
+        answer = asyncio.run(_command_direct(obj, config, dev.id, command, arguments, timeout))
+    else:
+        answer = asyncio.run(
+            _command_via_daemon(config, dev.id, command, arguments, signer, timeout)
+        )
     status = answer["status"]
     if status == "done":
         click.echo(
@@ -382,38 +409,30 @@ def _device_commands(kind: Any, dev: Any, options: Any) -> dict[str, str]:
 
 
 async def _command_via_daemon(
-    obj: Ctx, config: Config, device_id: str, command: str, args: dict[str, Any], timeout: float
+    config: Config,
+    device_id: str,
+    command: str,
+    args: dict[str, Any],
+    signer: Any,
+    timeout: float,
 ) -> dict[str, Any]:
-    import aiomqtt
-
+    from floorctl.client import ClientError, request
     from floorctl.commands import CommandRequest
-    from floorctl.hubs.mqtt import make_client
     from floorctl.publisher import Topics
 
     topics = Topics(config.floor.prefix)
-    req = CommandRequest.new(device_id, command, args)
-    conn = config.state_connection
+    req = CommandRequest.new(device_id, command, args, signer)
     try:
-        async with asyncio.timeout(timeout):
-            async with make_client(conn, identifier=f"floorctl-cli-{req.id[:12]}") as client:
-                await client.subscribe(topics.reply(req.id), qos=1)
-                await client.publish(topics.command(device_id), req.payload(), qos=1)
-                async for message in client.messages:
-                    body = json.loads(bytes(message.payload))  # type: ignore[arg-type]
-                    if body.get("id") == req.id:
-                        return body
-    except TimeoutError:
-        return {
-            "status": "failed",
-            "error": f"no reply within {timeout:g}s: is `floorctl run` "
-            "running for this floor? (--direct talks to the device itself)",
-        }
-    except aiomqtt.MqttError as exc:
-        return {
-            "status": "failed",
-            "error": f"cannot reach the broker {conn.host}:{conn.port}: {exc}",
-        }
-    return {"status": "failed", "error": "the broker closed the connection"}
+        return await request(
+            config.state_connection,
+            topics.command(device_id),
+            req.payload(),
+            reply_topic=topics.reply(req.id),
+            request_id=req.id,
+            timeout=timeout,
+        )
+    except ClientError as exc:
+        return {"status": "failed", "error": f"{exc} (--direct talks to the device itself)"}
 
 
 async def _command_direct(
@@ -534,6 +553,7 @@ def simulate(
 # records: `floorctl audit verify|export`, `floorctl user add|disable|unlock|passwd|list`
 register_store_commands(cli)
 register_schedule_commands(cli)
+register_alarm_commands(cli)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from floorctl.model import SCHEMA_VERSION
 
@@ -31,20 +31,57 @@ class BadRequest(ValueError):
 
 
 @frozen
+class Signer:
+    """The two components of an electronic signature (user id, password or PIN) and the
+    comment (the signature's "why"). The secret is never logged, stored or echoed."""
+
+    user: str
+    secret: str = field(repr=False)
+    comment: str = ""
+
+    def fields(self) -> dict[str, str]:
+        return {"user": self.user, "secret": self.secret, "comment": self.comment}
+
+
+def parse_signer(doc: dict[str, Any], request_id: str | None) -> Signer:
+    """The user, secret and comment of a request document."""
+    user, secret, comment = doc.get("user"), doc.get("secret"), doc.get("comment", "")
+    if not isinstance(user, str) or not user.strip():
+        raise BadRequest("user: required (a signed request needs the user id)", request_id)
+    if not isinstance(secret, str) or not secret:
+        raise BadRequest("secret: required (the user's password or PIN)", request_id)
+    if comment is None:
+        comment = ""
+    if not isinstance(comment, str):
+        raise BadRequest("comment: must be a string", request_id)
+    if len(comment) > 2000:
+        raise BadRequest("comment: at most 2000 characters", request_id)
+    return Signer(user.strip(), secret, comment.strip())
+
+
+@frozen
 class CommandRequest:
     id: str
     device: str
     command: str
     args: dict[str, Any]
+    signer: Signer | None = None  # required by the daemon; the CLI's --direct runs unsigned
 
     def payload(self) -> bytes:
-        return json.dumps(
-            {"v": SCHEMA_VERSION, "id": self.id, "command": self.command, "args": self.args}
-        ).encode()
+        doc = {"v": SCHEMA_VERSION, "id": self.id, "command": self.command, "args": self.args}
+        if self.signer is not None:
+            doc.update(self.signer.fields())
+        return json.dumps(doc).encode()
 
     @classmethod
-    def new(cls, device: str, command: str, args: dict[str, Any] | None = None) -> CommandRequest:
-        return cls(uuid.uuid4().hex, device, command, dict(args or {}))
+    def new(
+        cls,
+        device: str,
+        command: str,
+        args: dict[str, Any] | None = None,
+        signer: Signer | None = None,
+    ) -> CommandRequest:
+        return cls(uuid.uuid4().hex, device, command, dict(args or {}), signer)
 
 
 def parse_request(device: str, payload: bytes) -> CommandRequest:
@@ -66,12 +103,14 @@ def parse_request(device: str, payload: bytes) -> CommandRequest:
         raise BadRequest("args: must be an object", request_id)
     if doc.get("v", SCHEMA_VERSION) != SCHEMA_VERSION:
         raise BadRequest(f"v: this daemon speaks version {SCHEMA_VERSION}", request_id)
-    return CommandRequest(request_id, device, command, args)
+    signer = parse_signer(doc, request_id) if "user" in doc or "secret" in doc else None
+    return CommandRequest(request_id, device, command, args, signer)
 
 
 class Status:
     DONE = "done"  # the device did it
-    REFUSED = "refused"  # not run: unknown device or command, device not running, bad request
+    ACCEPTED = "accepted"  # an alarm action: signed, recorded and applied
+    REFUSED = "refused"  # not run: bad request or signature, role, state; `error` says why
     FAILED = "failed"  # run, and the device or the driver reported an error
 
 
@@ -83,7 +122,11 @@ def reply(
     *,
     result: str | None = None,
     error: str | None = None,
+    reason: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
+    """The reply document. ``reason`` is a refusal's code (docs/mqtt.md: ``bad-request``,
+    ``no-store``, ``auth``, ``locked``, ``disabled``, ``role``, ``state``, ``device``)."""
     return {
         "v": SCHEMA_VERSION,
         "id": request_id,
@@ -92,5 +135,7 @@ def reply(
         "status": status,
         "result": result,
         "error": error,
+        "reason": reason,
+        **extra,
         "time": time.time(),
     }

@@ -9,6 +9,7 @@ device comm-lost (an event), and the next reading is a recovery (an event too).
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import signal
@@ -21,9 +22,25 @@ import pluggy
 from attrs import define, field
 
 from floorctl import __version__
-from floorctl.alarms.engine import AlarmEngine, Severity, Transition
-from floorctl.alarms.states import AlarmState
-from floorctl.commands import BadRequest, CommandRequest, Status, parse_request, reply
+from floorctl.alarms import actions
+from floorctl.alarms.engine import (
+    ActionRefused,
+    AlarmEngine,
+    AlarmPointConfig,
+    Key,
+    Priority,
+    Severity,
+    Transition,
+)
+from floorctl.alarms.states import AlarmState, InvalidTransition
+from floorctl.commands import (
+    BadRequest,
+    CommandRequest,
+    Signer,
+    Status,
+    parse_request,
+    reply,
+)
 from floorctl.config import Config, DeviceConfig, ModbusConnection, MqttConnection
 from floorctl.driver import CommandError, DeviceContext, DeviceUnavailable, Driver
 from floorctl.hubs.modbus import ModbusHub
@@ -33,11 +50,35 @@ from floorctl.limits import Quantity, resolve_limits
 from floorctl.model import SCHEMA_VERSION, Event, EventKind, Quality, Reading
 from floorctl.pluginmanager import isolated_calls
 from floorctl.publisher import StatePublisher, Topics, dumps
+from floorctl.store.users import (
+    AuthError,
+    Disabled,
+    Locked,
+    PermissionDenied,
+    UnknownUser,
+    Users,
+    WrongSecret,
+)
 from floorctl.store.writer import StoreWriter
 
 log = logging.getLogger("floorctl.daemon")
 
 ReadingSink = Callable[[Reading], None]
+
+#: The point of each device's communication alarm (``<prefix>/alarm/<device>/_comm``): field
+#: names cannot start with "_", so it never collides with a real point.
+COMM_POINT = "_comm"
+#: Alarm states are saved at every transition and, for the slower changes in between (timers,
+#: the N-of-M window), every this many seconds.
+SNAPSHOT_INTERVAL = 10.0
+
+
+class Refused(Exception):
+    """A signed request refused; ``reason`` is the reply's code (docs/mqtt.md)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class DeviceState:
@@ -113,6 +154,8 @@ class Floor:
             self.state_hub.on_connect.append(self._birth)
             # device commands arrive as requests on <prefix>/command/<device>
             self.state_hub.subscribe(self.topics.command("+"), 1, self._on_command)
+            # signed operator actions on alarms on <prefix>/request/alarm/<device>/<point>
+            self.state_hub.subscribe(self.topics.alarm_request("+", "+"), 1, self._on_alarm_request)
             deadbands = {(d.id, f.name): f.deadband for d in config.devices for f in d.fields}
             self.publisher = StatePublisher(
                 self.state_hub,
@@ -141,7 +184,25 @@ class Floor:
         for key, v in (alarm_overrides or {}).items():
             overrides.setdefault(key, {}).update(v)
         self.alarms = AlarmEngine.from_limits(self.limits, defaults=defaults, overrides=overrides)
+        # each device's communication loss is an alarm of its own (high priority, no delay:
+        # the device's stale window is the delay)
+        for d in config.devices:
+            if d.enabled:
+                self.alarms.add(
+                    AlarmPointConfig(
+                        device=d.id,
+                        point=COMM_POINT,
+                        action_high=0.5,
+                        action_priority=Priority.HIGH,
+                    )
+                )
+        #: devices.toml's configuration of each alarm point, before signed limit changes
+        self._base_alarm_configs = {k: p.config for k, p in self.alarms.points.items()}
+        #: signed limit changes in force, per point (kept in the store)
+        self.alarm_settings: dict[Key, dict[str, Any]] = {}
+        self._saved_snapshots: dict[Key, dict[str, Any]] = {}
         self.alarm_errors = 0
+        self.alarms_restored = 0
         self.room_status: dict[str, str] = {}
         self._room_points: dict[str, list[tuple[str, str]]] = {}
         for d in config.devices:
@@ -292,6 +353,13 @@ class Floor:
         elif state == DeviceState.ONLINE and old == DeviceState.COMM_LOSS:
             self.emit_event(Event(EventKind.COMM_RESTORED, rt.config.id, "readings again"))
         self._publish_soon(self.topics.device_status(rt.config.id), self._device_status(rt))
+        key = (rt.config.id, COMM_POINT)
+        if key in self.alarms.points:
+            lost = state in (DeviceState.COMM_LOSS, DeviceState.ERROR)
+            flag = Reading(
+                rt.config.id, COMM_POINT, 1.0 if lost else 0.0, Quality.GOOD, detail=detail or None
+            )
+            self._alarm_transitions(self.alarms.feed(flag, time.time()))
 
     def _publish_soon(self, topic: str, payload: dict[str, Any], *, retain: bool = True) -> None:
         if self.publisher is None:
@@ -306,13 +374,18 @@ class Floor:
 
     # --- alarms ------------------------------------------------------------------------------
 
-    def _alarm_transitions(self, transitions: list[Transition]) -> None:
-        """Publish each transition's new alarm state at once (never coalesced), tell plugins,
-        and update the status of the rooms concerned."""
+    def _alarm_transitions(
+        self, transitions: list[Transition], *, signed_seq: int | None = None
+    ) -> None:
+        """Record each transition with the point's new saved state, publish the state at once
+        (never coalesced), tell plugins, and update the status of the rooms concerned.
+        ``signed_seq``: the audit entry of the signed operator action that caused the
+        transitions carrying a user."""
         rooms: set[str] = set()
         for t in transitions:
             if self.store is not None:
-                self.store.alarm(t)
+                self.store.alarm(t, audit_seq=signed_seq if t.user else None)
+                self._save_alarm_state(t.key, t.time)
             log.info(
                 "alarm %s/%s: %s -> %s (%s)", t.device, t.point, t.from_state, t.to_state, t.cause
             )
@@ -392,10 +465,234 @@ class Floor:
             pass  # republished on (re)connect
 
     async def _alarm_ticks(self) -> None:
-        """Delays, shelving expiry and re-alarm run on time even when no reading comes."""
+        """Delays, shelving expiry and re-alarm run on time even when no reading comes; the
+        alarm states are saved every SNAPSHOT_INTERVAL."""
+        next_save = time.monotonic() + SNAPSHOT_INTERVAL
         while True:
             await asyncio.sleep(0.5)
-            self._alarm_transitions(self.alarms.tick(time.time()))
+            now = time.time()
+            self._alarm_transitions(self.alarms.tick(now))
+            if self.store is not None and time.monotonic() >= next_save:
+                next_save = time.monotonic() + SNAPSHOT_INTERVAL
+                for key in self.alarms.points:
+                    self._save_alarm_state(key, now)
+
+    def _save_alarm_state(self, key: Key, now: float) -> None:
+        """Queue the point's state for the store if it changed since it was last saved."""
+        assert self.store is not None
+        p = self.alarms.points[key]
+        snap = p.snapshot()
+        if self._saved_snapshots.get(key) == snap:
+            return
+        self._saved_snapshots[key] = snap
+        self.store.alarm_state(f"{key[0]}/{key[1]}", p.state.value, snap, now)
+
+    def restore_alarms(
+        self,
+        states: Mapping[str, tuple[str, dict[str, Any], float]],
+        settings: Mapping[str, tuple[dict[str, Any], int, float]],
+        now: float,
+    ) -> int:
+        """Take up the saved alarm states and signed limit changes (the store's) after a
+        restart. Points no longer configured are skipped (logged). Returns how many states
+        were restored."""
+        for name, (values, seq, _t) in settings.items():
+            key = _alarm_key(name)
+            p = self.alarms.points.get(key)
+            if p is None:
+                log.warning("limit change (audit %d) for %s: no such alarm point now", seq, name)
+                continue
+            try:
+                p.replace_config(actions.config_with(self._base_alarm_configs[key], values))
+            except ValueError as exc:
+                log.error("limit change (audit %d) for %s no longer applies: %s", seq, name, exc)
+                continue
+            self.alarm_settings[key] = dict(values)
+        restored = 0
+        for name, (_state, snap, _t) in states.items():
+            key = _alarm_key(name)
+            p = self.alarms.points.get(key)
+            if p is None:
+                log.warning("saved alarm state of %s: no such alarm point now", name)
+                continue
+            try:
+                p.restore(snap, now)
+            except ValueError as exc:
+                self.alarm_errors += 1
+                log.error("%s; the alarm starts afresh", exc)
+                continue
+            self._saved_snapshots[key] = p.snapshot()
+            restored += 1
+        self.alarms_restored = restored
+        return restored
+
+    # --- signed requests ---------------------------------------------------------------------
+
+    async def _signed(
+        self,
+        spec: actions.ActionSpec,
+        signer: Signer,
+        *,
+        action: str,
+        target: str,
+        old_value: Any = None,
+        new_value: Any = None,
+        now: float,
+    ) -> tuple[int, str, str]:
+        """Authenticate (both components), check the role, and record the action with its
+        signature, in the writer thread. Returns (audit seq, role, printed name); raises
+        Refused with the reply's code. Failures are audited by the user store."""
+        if self.store is None:
+            raise Refused(
+                "no-store",
+                "this floor keeps no records ([floor] store is not set): signed requests "
+                "cannot be recorded, so none are accepted",
+            )
+
+        def sign(store: Any, _trail: Any) -> tuple[int, str, str]:
+            users = Users(store)
+            entry, _sig = users.signed_action(
+                signer.user,
+                signer.secret,
+                spec.meaning,
+                action=action,
+                target=target,
+                comment=signer.comment or None,
+                old_value=old_value,
+                new_value=new_value,
+                roles=spec.roles,
+                now=now,
+            )
+            user = users.get(signer.user)
+            assert user is not None
+            return entry.seq, user.role.value, user.printed_name
+
+        try:
+            return await asyncio.wrap_future(self.store.submit(sign))
+        except (UnknownUser, WrongSecret) as exc:
+            detail = str(exc) if isinstance(exc, WrongSecret) else "unknown user"
+            raise Refused("auth", f"signature refused: {detail}") from None
+        except Locked as exc:
+            raise Refused("locked", f"signature refused: {exc}") from None
+        except Disabled as exc:
+            raise Refused("disabled", f"signature refused: {exc}") from None
+        except PermissionDenied as exc:
+            raise Refused("role", f"not permitted: {exc}") from None
+        except AuthError as exc:
+            raise Refused("auth", f"signature refused: {exc}") from None
+
+    async def _durable(self) -> None:
+        """Wait until everything queued for the store so far is committed."""
+        if self.store is not None:
+            await asyncio.wrap_future(self.store.submit(lambda _s, _t: None))
+
+    def _on_alarm_request(self, topic: str, payload: bytes) -> None:
+        device, point = topic.split("/")[-2:]
+        asyncio.get_running_loop().create_task(self._run_alarm_request(device, point, payload))
+
+    async def _run_alarm_request(self, device: str, point: str, payload: bytes) -> None:
+        try:
+            req = actions.parse_alarm_request(device, point, payload)
+        except BadRequest as exc:
+            log.warning("alarm request for %s/%s refused: %s", device, point, exc)
+            if exc.request_id is not None:
+                await self._reply(
+                    reply(
+                        exc.request_id,
+                        device,
+                        None,
+                        Status.REFUSED,
+                        error=str(exc),
+                        reason="bad-request",
+                        point=point,
+                    )
+                )
+            return
+        await self._reply(await self.alarm_action(req))
+
+    async def alarm_action(self, req: actions.AlarmRequest) -> dict[str, Any]:
+        """Check, sign, record and apply one operator action on an alarm; the reply document
+        says accepted (with the new state) or refused and exactly why."""
+
+        def answer(status: str, **kw: Any) -> dict[str, Any]:
+            return reply(req.id, req.device, None, status, point=req.point, action=req.action, **kw)
+
+        p = self.alarms.points.get((req.device, req.point))
+        if p is None:
+            return answer(
+                Status.REFUSED,
+                reason="bad-request",
+                error=f"no alarm point {req.device}/{req.point}",
+            )
+        old = p.state
+        config = None
+        try:
+            if req.action == "set-limits":
+                changes = actions.limit_settings(p, req.args)
+                merged = {**self.alarm_settings.get(p.key, {}), **changes}
+                config = actions.config_with(self._base_alarm_configs[p.key], merged)
+            trial = actions.dry_run(p, req, time.time(), config=config)
+        except InvalidTransition as exc:
+            return answer(Status.REFUSED, reason="state", error=str(exc))
+        except (ActionRefused, ValueError) as exc:
+            return answer(Status.REFUSED, reason="argument", error=str(exc))
+        expected = trial[-1].to_state if trial else old
+        if req.action == "set-limits":
+            assert config is not None
+            old_value: Any = {k: _jsonable(getattr(p.config, k)) for k in changes}
+            new_value: Any = changes
+        else:
+            old_value = old.value
+            new_value = {"state": expected.value, **req.args}
+        now = time.time()
+        try:
+            seq, role, _name = await self._signed(
+                actions.ACTIONS[req.action],
+                req.signer,
+                action=f"alarm.{req.action}",
+                target=req.target,
+                old_value=old_value,
+                new_value=new_value,
+                now=now,
+            )
+        except Refused as exc:
+            log.warning("alarm %s/%s: %s refused: %s", req.device, req.point, req.action, exc)
+            return answer(Status.REFUSED, reason=exc.reason, error=str(exc))
+        try:
+            transitions = actions.apply(p, req, time.time(), role=role, config=config)
+        except (ActionRefused, InvalidTransition) as exc:
+            # signed, but the alarm moved on while the signature was checked: say so, on record
+            assert self.store is not None
+            self.store.audit(
+                user_id=req.signer.user,
+                printed_name=_name,
+                action=f"alarm.{req.action}.not-applied",
+                target=req.target,
+                reason=f"signed as audit entry {seq}, then refused: {exc}",
+            )
+            await self._durable()
+            return answer(
+                Status.REFUSED,
+                reason="state",
+                error=f"{exc} (the alarm changed while the signature was checked)",
+            )
+        if req.action == "set-limits":
+            self.alarm_settings[p.key] = merged
+            assert self.store is not None
+            self.store.call(
+                lambda s, _t, n=f"{req.device}/{req.point}", m=merged: s.set_alarm_settings(
+                    n, m, seq, now
+                )
+            )
+            self._save_alarm_state(p.key, now)
+        self._alarm_transitions(transitions, signed_seq=seq)
+        await self._durable()  # acknowledged means on disk
+        return answer(
+            Status.ACCEPTED,
+            result=f"{old.value} -> {p.state.value}",
+            state=p.state.value,
+            audit_seq=seq,
+        )
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -415,7 +712,7 @@ class Floor:
                     reply(exc.request_id, device_id, None, Status.REFUSED, error=str(exc))
                 )
             return
-        answer = await self.run_command(req)
+        answer = await self.signed_command(req)
         self.emit_event(
             Event(
                 EventKind.COMMAND,
@@ -426,6 +723,48 @@ class Floor:
             )
         )
         await self._reply(answer)
+
+    async def signed_command(self, req: CommandRequest) -> dict[str, Any]:
+        """A device command from a client: signed (user, password or PIN, role), recorded in
+        the audit trail, run, and its outcome recorded too."""
+        if req.signer is None:
+            return reply(
+                req.id,
+                req.device,
+                req.command,
+                Status.REFUSED,
+                reason="bad-request",
+                error="user and secret: required (device commands are signed)",
+            )
+        if req.device not in self.devices:
+            return await self.run_command(req)  # refused without a signature: no such device
+        target = f"device:{req.device}"
+        try:
+            seq, _role, name = await self._signed(
+                actions.DEVICE_COMMAND,
+                req.signer,
+                action="device.command",
+                target=target,
+                new_value={"command": req.command, "args": req.args},
+                now=time.time(),
+            )
+        except Refused as exc:
+            log.warning("command %s for %s refused: %s", req.command, req.device, exc)
+            return reply(
+                req.id, req.device, req.command, Status.REFUSED, reason=exc.reason, error=str(exc)
+            )
+        answer = await self.run_command(req)
+        assert self.store is not None
+        self.store.audit(
+            user_id=req.signer.user,
+            printed_name=name,
+            action=f"device.command.{answer['status']}",
+            target=target,
+            new_value={"command": req.command, "result": answer["result"]},
+            reason=answer["error"] or f"signed as audit entry {seq}",
+        )
+        await self._durable()
+        return {**answer, "audit_seq": seq}
 
     async def run_command(self, req: CommandRequest) -> dict[str, Any]:
         """Run one command through the device's driver; the reply document says how it went."""
@@ -612,12 +951,21 @@ class Floor:
         self.emit_event(Event(EventKind.DAEMON_START, "daemon", f"floorctl {__version__}"))
         if self.store is not None:
             self.store.start()
+            saved = await asyncio.wrap_future(
+                self.store.submit(lambda s, _t: (s.alarm_states(), s.alarm_settings()))
+            )
+            restored = self.restore_alarms(*saved, now=time.time())
             self.store.audit(
                 user_id="system",
                 printed_name="floorctl daemon",
                 action="config.load",
                 target=self.config.path or "devices.toml",
-                new_value={"floor": self.config.floor.id, "devices": len(self.config.devices)},
+                new_value={
+                    "floor": self.config.floor.id,
+                    "devices": len(self.config.devices),
+                    "alarm_states_restored": restored,
+                    "limit_changes_in_force": len(self.alarm_settings),
+                },
                 config_hash=self.config.sha256,
             )
         try:
@@ -668,6 +1016,15 @@ class Floor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
+
+
+def _alarm_key(name: str) -> Key:
+    device, _, point = name.partition("/")
+    return device, point
+
+
+def _jsonable(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def _driver_status(driver: Driver | None) -> dict[str, Any] | None:

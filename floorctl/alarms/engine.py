@@ -611,6 +611,85 @@ class AlarmPoint:
             return out + self._apply(Event.SUPPRESS, now, detail=detail or None)
         return out + self._apply(Event.UNSUPPRESS, now, detail=detail or None)
 
+    # --- persistence ----------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, object]:
+        """Everything that survives a restart, as JSON-able data (the store keeps it)."""
+        return {
+            "state": self.state.value,
+            "severity": None if self.severity is None else self.severity.value,
+            "peak": None if self.peak is None else self.peak.value,
+            "value": self.value,
+            "evaluable": self.evaluable,
+            "suppressed": self.suppressed,
+            "shelf": None if self.shelf is None else attrs.asdict(self.shelf),
+            "before_loss": self._before_loss.value,
+            "annunciated_at": self._annunciated_at,
+            "window": list(self._window),
+            "cond": None if self._cond is None else self._cond.name,
+            "conditions": {
+                c.name: {
+                    "raw": c.raw,
+                    "side": c.side,
+                    "confirmed": c.confirmed,
+                    "confirmed_side": c.confirmed_side,
+                    "on_due": c.on_due,
+                    "off_due": c.off_due,
+                }
+                for c in self._conditions
+            },
+        }
+
+    def restore(self, snap: Mapping[str, object], now: float) -> None:
+        """Take up the state of :meth:`snapshot` after a restart, as if no time had passed
+        for the alarm: acknowledgements, shelves and confirmed conditions hold; a shelf that
+        ran out meanwhile expires on the next tick. The input counts as fresh from ``now``
+        (the daemon's own stale detection covers a device that does not come back), and the
+        rate of change starts again from the next value. Raises ValueError on a bad snapshot.
+        """
+        try:
+            state = AlarmState(snap["state"])
+            severity = None if snap["severity"] is None else Severity(snap["severity"])
+            peak = None if snap["peak"] is None else Severity(snap["peak"])
+            shelf = snap.get("shelf")
+            conds = snap.get("conditions") or {}
+            assert isinstance(conds, Mapping)
+            self.state = state
+            self.severity, self.peak = severity, peak
+            value = snap.get("value")
+            self.value = None if value is None else float(value)  # type: ignore[arg-type]
+            self.evaluable = bool(snap.get("evaluable", True))
+            self.suppressed = bool(snap.get("suppressed", False))
+            self.shelf = None if not shelf else Shelf(**shelf)  # type: ignore[arg-type]
+            self._before_loss = AlarmState(snap.get("before_loss", "normal"))
+            at = snap.get("annunciated_at")
+            self._annunciated_at = None if at is None else float(at)  # type: ignore[arg-type]
+            self._window.clear()
+            self._window.extend(float(x) for x in snap.get("window") or [])  # type: ignore[union-attr]
+            for c in self._conditions:
+                saved = conds.get(c.name)
+                if saved:
+                    for k in ("raw", "side", "confirmed", "confirmed_side", "on_due", "off_due"):
+                        setattr(c, k, saved.get(k))
+            by_name = {c.name: c for c in self._conditions}
+            self._cond = by_name.get(snap.get("cond"))  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError, AssertionError) as exc:
+            raise ValueError(f"bad alarm snapshot for {self.key}: {exc}") from None
+        self._prev = None
+        self._last_good = now if self.evaluable else None
+
+    def replace_config(self, config: AlarmPointConfig) -> None:
+        """New limits or settings for this point (a signed limit change): the alarm state,
+        acknowledgements and shelf stay; the conditions are evaluated again from the next
+        value (a condition confirmed before keeps counting as confirmed until then)."""
+        if config.key != self.key:
+            raise ValueError(f"config for {config.key} given to point {self.key}")
+        snap, last, prev = self.snapshot(), self._last_good, self._prev
+        self.config = config
+        self.__attrs_post_init__()
+        self.restore(snap, 0.0)
+        self._last_good, self._prev = last, prev
+
     # --- plumbing -------------------------------------------------------------------------
 
     def _check_allowed(self, event: Event) -> None:
@@ -723,6 +802,13 @@ class AlarmEngine:
             if c.key in self.points:
                 raise ValueError(f"duplicate alarm point {c.device}.{c.point}")
             self.points[c.key] = AlarmPoint(c)
+
+    def add(self, config: AlarmPointConfig) -> AlarmPoint:
+        """Add one point (the daemon's device communication alarms, say)."""
+        if config.key in self.points:
+            raise ValueError(f"duplicate alarm point {config.device}.{config.point}")
+        self.points[config.key] = p = AlarmPoint(config)
+        return p
 
     @classmethod
     def from_limits(

@@ -12,6 +12,7 @@ signatures and the audit trail, and DELETE on all of them except raw readings, w
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sqlite3
 import time
@@ -160,6 +161,26 @@ MIGRATIONS: tuple[str, ...] = (
     -- user ids are never reused or reassigned (11.100): users are disabled, never deleted
     """
     + _NO_DELETE.format(table="users"),
+    # 2: alarm state that survives a restart, signed limit changes in force, alarm priority
+    """
+    ALTER TABLE alarm_history ADD COLUMN priority TEXT;
+    -- not a record (alarm_history and the audit trail are): the latest state of each alarm,
+    -- replaced as it changes, so a restarted daemon takes up acknowledgements and shelves
+    CREATE TABLE alarm_state (
+        point TEXT PRIMARY KEY,         -- "device/point"
+        state TEXT NOT NULL,
+        snapshot TEXT NOT NULL,         -- JSON of floorctl.alarms.engine.AlarmPoint.snapshot()
+        time REAL NOT NULL
+    ) WITHOUT ROWID;
+    -- alarm settings changed at runtime by a signed request, on top of devices.toml; the
+    -- audit entry (audit_seq) holds who, when, why and the old and new values
+    CREATE TABLE alarm_settings (
+        point TEXT PRIMARY KEY,         -- "device/point"
+        settings TEXT NOT NULL,         -- JSON object of alarm settings (docs/alarms.md)
+        audit_seq INTEGER NOT NULL REFERENCES audit (seq),
+        time REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -183,6 +204,7 @@ class AlarmTransition:
     cause: str | None = None  # what moved it: "excursion", "ack", "shelve-expired", ...
     detail: str | None = None
     audit_seq: int | None = None  # the audit entry recording this transition, if any
+    priority: str | None = None  # low / medium / high (the KPIs' priority distribution)
 
 
 @frozen
@@ -484,16 +506,55 @@ class Store:
                 a.cause,
                 a.detail,
                 a.audit_seq,
+                a.priority,
             )
             for a in transitions
         ]
         with self.transaction() as c:
             c.executemany(
                 "INSERT INTO alarm_history (time, point, from_state, to_state, severity, value, "
-                "limit_value, cause, detail, audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "limit_value, cause, detail, audit_seq, priority) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
         return len(rows)
+
+    # -- alarm state that survives a restart ---------------------------------------------------
+
+    def save_alarm_states(self, states: Iterable[tuple[str, str, dict[str, Any], float]]) -> int:
+        """Replace the saved state of each (point, state, snapshot, time)."""
+        rows = [(p, st, json.dumps(snap, sort_keys=True), t) for p, st, snap, t in states]
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO alarm_state (point, state, snapshot, time) "
+                "VALUES (?, ?, ?, ?)",
+                rows,
+            )
+        return len(rows)
+
+    def alarm_states(self) -> dict[str, tuple[str, dict[str, Any], float]]:
+        """point -> (state, snapshot, time) as last saved."""
+        rows = self.conn.execute("SELECT point, state, snapshot, time FROM alarm_state")
+        return {p: (st, json.loads(snap), t) for p, st, snap, t in rows}
+
+    def set_alarm_settings(
+        self, point: str, settings: dict[str, Any], audit_seq: int, when: float
+    ) -> None:
+        """Record the settings a signed limit change put in force (``{}`` clears them)."""
+        with self.transaction() as c:
+            if settings:
+                c.execute(
+                    "INSERT OR REPLACE INTO alarm_settings (point, settings, audit_seq, time) "
+                    "VALUES (?, ?, ?, ?)",
+                    (point, json.dumps(settings, sort_keys=True), audit_seq, when),
+                )
+            else:
+                c.execute("DELETE FROM alarm_settings WHERE point = ?", (point,))
+
+    def alarm_settings(self) -> dict[str, tuple[dict[str, Any], int, float]]:
+        """point -> (settings, audit_seq, time) of the runtime limit changes in force."""
+        rows = self.conn.execute("SELECT point, settings, audit_seq, time FROM alarm_settings")
+        return {p: (json.loads(st), seq, t) for p, st, seq, t in rows}
 
     def alarm_history(
         self, point: str | None = None, start: float | None = None, end: float | None = None
@@ -501,7 +562,7 @@ class Store:
         where, args = _filters(point=point, start=start, end=end, tcol="time")
         rows = self.conn.execute(
             "SELECT time, point, from_state, to_state, severity, value, limit_value, cause, "
-            f"detail, audit_seq FROM alarm_history{where} ORDER BY time, id",
+            f"detail, audit_seq, priority FROM alarm_history{where} ORDER BY time, id",
             args,
         ).fetchall()
         return [AlarmTransition(*row) for row in rows]

@@ -14,8 +14,9 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from floorctl.store.audit import AuditTrail
 from floorctl.store.db import AlarmTransition, Store
@@ -23,6 +24,7 @@ from floorctl.store.db import AlarmTransition, Store
 log = logging.getLogger("floorctl.store")
 
 _STOP = object()
+T = TypeVar("T")
 
 
 class StoreWriter:
@@ -55,9 +57,15 @@ class StoreWriter:
     def event(self, e: Any) -> None:
         self._queue.put(("event", e))
 
-    def alarm(self, t: Any) -> None:
-        """An alarm engine transition (floorctl.alarms.engine.Transition)."""
-        self._queue.put(("alarm", _alarm_row(t)))
+    def alarm(self, t: Any, *, audit_seq: int | None = None) -> None:
+        """An alarm engine transition (floorctl.alarms.engine.Transition). Without
+        ``audit_seq`` (the signed entry of an operator action) the writer appends a system
+        audit entry for it; either way its alarm_history row names that entry."""
+        self._queue.put(("alarm", (t, audit_seq)))
+
+    def alarm_state(self, point: str, state: str, snapshot: dict[str, Any], when: float) -> None:
+        """The latest state of one alarm (replaces the saved one)."""
+        self._queue.put(("state", (point, state, snapshot, when)))
 
     def audit(self, **entry: Any) -> None:
         """An audit trail entry (floorctl.store.audit.AuditTrail.append's arguments)."""
@@ -66,6 +74,15 @@ class StoreWriter:
     def call(self, fn: Callable[[Store, AuditTrail], Any]) -> None:
         """Run something in the writer thread with the store (reads for status, say)."""
         self._queue.put(("call", fn))
+
+    def submit(self, fn: Callable[[Store, AuditTrail], T]) -> Future[T]:
+        """Run ``fn`` in the writer thread after everything queued before it is written;
+        the future holds its result or exception (``asyncio.wrap_future`` to await it)."""
+        future: Future[T] = Future()
+        self._queue.put(("submit", (fn, future)))
+        if not self._thread.is_alive() and self._ready.is_set():
+            future.set_exception(RuntimeError(f"store {self.path} is closed"))
+        return future
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -114,6 +131,8 @@ class StoreWriter:
             except queue.Empty:
                 break
             items.append(item)
+            if item is not _STOP and item[0] == "submit":
+                return items  # someone is waiting for it: write now
             if item is _STOP:
                 # drain what was queued before the stop
                 while True:
@@ -124,25 +143,47 @@ class StoreWriter:
         return items
 
     def _write(self, store: Store, trail: AuditTrail, items: list[Any]) -> None:
-        by_kind: dict[str, list[Any]] = {"reading": [], "event": [], "alarm": []}
+        """Write in queue order: runs of readings, events, alarm transitions and alarm states
+        are written in bulk, and flushed before any audit entry, call or submission."""
+        pending: dict[str, list[Any]] = {"reading": [], "event": [], "alarm": [], "state": []}
         for kind, payload in items:
-            if kind in by_kind:
-                by_kind[kind].append(payload)
-            elif kind == "audit":
+            if kind in pending:
+                pending[kind].append(payload)
+                continue
+            self._flush(store, trail, pending)
+            if kind == "audit":
                 if self._guard(lambda p=payload: trail.append(**p), "audit"):
                     self.written["audit"] += 1
             elif kind == "call":
                 self._guard(lambda p=payload: p(store, trail), "call")
-        if by_kind["reading"] and self._guard(
-            lambda: store.write_readings(by_kind["reading"]), "readings"
-        ):
-            self.written["readings"] += len(by_kind["reading"])
-        if by_kind["event"] and self._guard(lambda: store.write_events(by_kind["event"]), "events"):
-            self.written["events"] += len(by_kind["event"])
-        if by_kind["alarm"] and self._guard(
-            lambda: store.write_alarm_transitions(by_kind["alarm"]), "alarm transitions"
-        ):
-            self.written["alarms"] += len(by_kind["alarm"])
+            elif kind == "submit":
+                fn, future = payload
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(store, trail))
+                    except BaseException as exc:  # handed to the caller
+                        future.set_exception(exc)
+        self._flush(store, trail, pending)
+
+    def _flush(self, store: Store, trail: AuditTrail, pending: dict[str, list[Any]]) -> None:
+        readings, events = pending["reading"], pending["event"]
+        alarms, states = pending["alarm"], pending["state"]
+        if readings and self._guard(lambda: store.write_readings(readings), "readings"):
+            self.written["readings"] += len(readings)
+        if events and self._guard(lambda: store.write_events(events), "events"):
+            self.written["events"] += len(events)
+        if alarms or states:
+
+            def write_alarms() -> None:
+                with store.transaction():
+                    rows = [_alarm_row(t, seq or _audit_transition(trail, t)) for t, seq in alarms]
+                    store.write_alarm_transitions(rows)
+                    store.save_alarm_states(states)
+
+            if self._guard(write_alarms, "alarm transitions"):
+                self.written["alarms"] += len(alarms)
+        for batch in pending.values():
+            batch.clear()
 
     def _guard(self, fn: Callable[[], Any], what: str) -> bool:
         try:
@@ -154,7 +195,30 @@ class StoreWriter:
         return True
 
 
-def _alarm_row(t: Any) -> AlarmTransition:
+def _audit_transition(trail: AuditTrail, t: Any) -> int:
+    """The system's audit entry for a process transition (an operator action has its own,
+    signed one)."""
+    entry = trail.append(
+        user_id=t.user or "system",
+        printed_name="floorctl alarm engine" if not t.user else t.user,
+        action=f"alarm.{t.cause.value}",
+        target=f"alarm:{t.device}/{t.point}",
+        old_value=t.from_state.value,
+        new_value={
+            "state": t.to_state.value,
+            "severity": None if t.severity is None else t.severity.value,
+            "priority": None if t.priority is None else t.priority.value,
+            "value": t.value,
+            "limit": t.limit,
+            "condition": t.condition,
+        },
+        reason="; ".join(x for x in (t.detail, t.comment) if x) or None,
+        when=t.time,
+    )
+    return entry.seq
+
+
+def _alarm_row(t: Any, audit_seq: int | None) -> AlarmTransition:
     return AlarmTransition(
         time=t.time,
         point=f"{t.device}/{t.point}",
@@ -168,4 +232,6 @@ def _alarm_row(t: Any) -> AlarmTransition:
             x for x in (t.detail, f"user {t.user}" if t.user else None, t.comment) if x
         )
         or None,
+        audit_seq=audit_seq,
+        priority=None if t.priority is None else t.priority.value,
     )

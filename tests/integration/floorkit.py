@@ -15,6 +15,31 @@ from floorctl.config import Config, parse_config
 from floorctl.daemon import Floor
 from floorctl.model import Reading
 from floorctl.pluginmanager import collect_kinds, get_plugin_manager
+from floorctl.store.db import Store
+from floorctl.store.users import ScryptParams, Users
+
+#: user id -> (printed name, role, PIN): the people of the signed-request tests
+PEOPLE = {
+    "tech": ("Terry Tech", "technician", "1111"),
+    "sup": ("Sam Supervisor", "supervisor", "2222"),
+    "qa": ("Quinn QA", "qa", "3333"),
+    "plan": ("Pat Planner", "planner", "4444"),
+}
+
+
+def make_users(db: Any) -> None:
+    """An admin and PEOPLE in the store at ``db`` (cheap scrypt), ready to sign."""
+    with Store(db) as store:
+        users = Users(store, params=ScryptParams(n=2**10))
+        admin = users.add("admin", "Ada Admin", "admin", "9999", by=None)
+        for uid, (name, role, pin) in PEOPLE.items():
+            users.add(uid, name, role, "0000", by=admin)
+            users.set_secret(uid, pin, by=users.authenticate(uid, "0000"))
+
+
+def signer(user: str, comment: str = "", secret: str | None = None) -> dict[str, str]:
+    """The signature fields of a request document for one of PEOPLE."""
+    return {"user": user, "secret": secret or PEOPLE[user][2], "comment": comment}
 
 
 def make_config(text: str, **env: object) -> tuple[Config, Any, Any]:

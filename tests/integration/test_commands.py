@@ -19,8 +19,11 @@ from floorctl.driver import CommandError, PolledDriver
 from floorctl.kinds import Kind, Transport
 from floorctl.model import Quality, Reading
 from floorctl.pluginmanager import collect_kinds, get_plugin_manager
+from floorctl.store.audit import AuditTrail
+from floorctl.store.db import Store
+from floorctl.store.users import Users
 
-from .floorkit import Watcher, running_floor, wait_until
+from .floorkit import Watcher, make_users, running_floor, signer, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +54,7 @@ class ScalePlugin:
 FLOOR = """
 [floor]
 id = "cmd"
+store = "${DB}"
 
 [[mqtt]]
 name = "b"
@@ -82,16 +86,22 @@ async def request(port: int, device: str, body: dict | bytes, reply_id: str | No
     return None
 
 
-async def test_commands_over_mqtt(mosquitto) -> None:
+async def test_commands_over_mqtt(mosquitto, tmp_path) -> None:
+    db = tmp_path / "f.db"
+    make_users(db)
+    tech = signer("tech", "before the run")
     async with (
         Watcher(mosquitto.port, "floorctl/cmd/events") as events,
-        running_floor(FLOOR, plugins=[ScalePlugin()], PORT=mosquitto.port) as (floor, seen),
+        running_floor(FLOOR, plugins=[ScalePlugin()], PORT=mosquitto.port, DB=db) as (
+            floor,
+            seen,
+        ),
     ):
         await wait_until(lambda: floor.devices["bal-1"].state == "online", what="online")
         r = await request(
             mosquitto.port,
             "bal-1",
-            {"v": 1, "id": "r1", "command": "tare", "args": {"who": "jd"}},
+            {"v": 1, "id": "r1", "command": "tare", "args": {"who": "jd"}, **tech},
             "r1",
         )
         assert r is not None
@@ -104,36 +114,67 @@ async def test_commands_over_mqtt(mosquitto) -> None:
         await asyncio.sleep(0.5)
         assert seen[-1].value == 0.0  # the driver really tared
 
-        r = await request(mosquitto.port, "bal-1", {"id": "r2", "command": "jam"}, "r2")
+        r = await request(mosquitto.port, "bal-1", {"id": "r2", "command": "jam", **tech}, "r2")
         assert (r["status"], r["error"]) == ("failed", "mechanism jammed")
-        r = await request(mosquitto.port, "bal-1", {"id": "r3", "command": "explode"}, "r3")
+        r = await request(mosquitto.port, "bal-1", {"id": "r3", "command": "explode", **tech}, "r3")
         assert (
             r["status"] == "refused"
             and "has no command 'explode' (it has: jam, tare)" in r["error"]
         )
-        r = await request(mosquitto.port, "nope", {"id": "r4", "command": "tare"}, "r4")
+        r = await request(mosquitto.port, "nope", {"id": "r4", "command": "tare", **tech}, "r4")
         assert r["status"] == "refused" and r["error"] == "no device 'nope'"
         r = await request(
-            mosquitto.port, "bal-1", {"id": "r5", "command": "tare", "args": [1]}, "r5"
+            mosquitto.port, "bal-1", {"id": "r5", "command": "tare", "args": [1], **tech}, "r5"
         )
         assert r["status"] == "refused" and r["error"] == "args: must be an object"
         await request(mosquitto.port, "bal-1", b"\xffgarbage", None)  # no id: nothing to reply to
+        # unsigned, wrongly signed, or by a role without the permission: refused, not run
+        r = await request(mosquitto.port, "bal-1", {"id": "r6", "command": "tare"}, "r6")
+        assert (r["status"], r["reason"]) == ("refused", "bad-request")
+        assert "device commands are signed" in r["error"]
+        r = await request(
+            mosquitto.port,
+            "bal-1",
+            {"id": "r7", "command": "tare", **signer("tech", secret="9876")},
+            "r7",
+        )
+        assert (r["status"], r["reason"]) == ("refused", "auth")
+        assert "wrong password or PIN for tech: 4 attempts left" in r["error"]
+        r = await request(
+            mosquitto.port, "bal-1", {"id": "r8", "command": "tare", **signer("plan")}, "r8"
+        )
+        assert (r["status"], r["reason"]) == ("refused", "role")
+        assert "has role planner; this needs one of: supervisor, technician" in r["error"]
         await events.wait_for(lambda m: sum(b["kind"] == "command" for _, b, _ in m) >= 4)
         details = [b["detail"] for _, b, _ in events.messages if b["kind"] == "command"]
         assert "tare: done: tared at 12.5 g for jd" in details
         assert "jam: failed: mechanism jammed" in details
+    # every signed command is on record: the signed request, then its outcome
+    with Store(db) as store:
+        actions = [(e.user_id, e.action, e.target) for e in AuditTrail(store).entries()]
+        sigs = Users(store).signatures()
+    assert ("tech", "device.command", "device:bal-1") in actions
+    assert ("tech", "device.command.done", "device:bal-1") in actions
+    assert ("tech", "device.command.failed", "device:bal-1") in actions
+    assert ("plan", "device.command.refused", "device:bal-1") in actions
+    assert ("tech", "login.failed", "user:tech") in actions
+    assert {s.user_id for s in sigs} == {"tech"}
+    assert all(s.meaning == "performed" for s in sigs)
 
 
 def test_floorctl_device_cli(mosquitto, tmp_path) -> None:
     cfg = tmp_path / "devices.toml"
     cfg.write_text(FLOOR)
-    env = {"PORT": str(mosquitto.port)}
+    make_users(tmp_path / "f.db")
+    env = {"PORT": str(mosquitto.port), "DB": str(tmp_path / "f.db")}
     pm = get_plugin_manager(autoload=False, plugins=[ScalePlugin()])
     kinds = collect_kinds(pm)
     runner = CliRunner(env=env)
 
-    def invoke(*args: str):
-        return runner.invoke(cli, [*args], obj=Ctx(pm))
+    def invoke(*args: str, pin: str | None = None):
+        if pin is not None:
+            args = (*args, "--user", "tech", "--password-stdin")
+        return runner.invoke(cli, [*args], obj=Ctx(pm), input=None if pin is None else pin + "\n")
 
     # listing and usage errors need no daemon
     result = invoke("device", "-c", str(cfg), "bal-1")
@@ -142,7 +183,9 @@ def test_floorctl_device_cli(mosquitto, tmp_path) -> None:
     assert invoke("device", "-c", str(cfg), "nope", "tare").exit_code == 2
     assert invoke("device", "-c", str(cfg), "bal-1", "tare", "oops").exit_code == 2
     # no daemon running: a clear message, exit 1
-    result = invoke("device", "-c", str(cfg), "bal-1", "tare", "--timeout", "1")
+    result = invoke("device", "-c", str(cfg), "bal-1", "tare")
+    assert result.exit_code == 2 and "--user is required" in result.output
+    result = invoke("device", "-c", str(cfg), "bal-1", "tare", "--timeout", "1", pin="1111")
     assert result.exit_code == 1 and "is `floorctl run` running" in result.stderr
     # --direct runs the driver itself
     result = invoke("device", "-c", str(cfg), "bal-1", "tare", "--direct")
@@ -170,11 +213,14 @@ def test_floorctl_device_cli(mosquitto, tmp_path) -> None:
         deadline = time.monotonic() + 5
         while holder["floor"].devices["bal-1"].state != "online" and time.monotonic() < deadline:
             time.sleep(0.05)
-        result = invoke("device", "-c", str(cfg), "bal-1", "tare", "who=qa")
+        result = invoke("device", "-c", str(cfg), "bal-1", "tare", "who=qa", pin="1111")
         assert result.exit_code == 0, result.output + result.stderr
         assert result.output.strip() == "bal-1 tare: done: tared at 12.5 g for qa"
-        result = invoke("device", "-c", str(cfg), "bal-1", "jam")
+        result = invoke("device", "-c", str(cfg), "bal-1", "jam", pin="1111")
         assert result.exit_code == 1 and "bal-1 jam: failed: mechanism jammed" in result.stderr
+        result = invoke("device", "-c", str(cfg), "bal-1", "tare", pin="0000")
+        assert result.exit_code == 1
+        assert "refused: signature refused: wrong password or PIN for tech" in result.stderr
     finally:
         loop.call_soon_threadsafe(holder["floor"].stop)
         thread.join(10)

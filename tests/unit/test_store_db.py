@@ -30,7 +30,7 @@ def test_wal_mode_and_schema_version(tmp_path):
         assert s.schema_version == SCHEMA_VERSION
     # reopening runs no migration twice and keeps WAL (a property of the file)
     with open_store(path) as s:
-        assert s.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+        assert s.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     raw.close()
