@@ -264,6 +264,41 @@ class DeviceConfig:
         return next((f for f in self.fields if f.name == name), None)
 
 
+class NotifyKind(enum.Enum):
+    FILE = "file"  # append one JSON line per transition
+    COMMAND = "command"  # run a program, the transition as JSON on its stdin
+
+
+class AlarmPriority(enum.Enum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+@frozen
+class NotifyConfig:
+    """A ``[[notify]]`` table: one notification target for alarm transitions (docs/alarms.md,
+    Notifications). Served by the built-in ``notify`` plugin through ``floorctl_on_alarm``."""
+
+    name: Ident
+    kind: NotifyKind
+    path: str | None = None  # kind = "file": relative to devices.toml's folder
+    command: tuple[str, ...] = ()  # kind = "command": argv, no shell
+    #: the alarm states that notify: a transition INTO one of them (default: annunciations)
+    states: tuple[str, ...] = ("unack",)
+    min_priority: AlarmPriority = AlarmPriority.LOW
+    rooms: tuple[Ident, ...] = ()  # only these rooms' alarms (default: all)
+    timeout: Duration = Duration(10.0)  # kind = "command": killed after this long
+
+    def file_path(self, config_path: str | None) -> Path | None:
+        if not self.path:
+            return None
+        path = Path(self.path)
+        if not path.is_absolute() and config_path:
+            path = Path(config_path).resolve().parent / path
+        return path
+
+
 @frozen
 class Config:
     floor: FloorConfig
@@ -274,6 +309,7 @@ class Config:
     device_options: Mapping[str, Any]  # device id -> structured options object
     path: str | None = None
     sha256: str = ""
+    notify: tuple[NotifyConfig, ...] = ()
 
     def connection(self, name: str | None) -> MqttConnection | ModbusConnection | None:
         for conn in (*self.mqtt, *self.modbus):
@@ -448,6 +484,8 @@ def make_converter() -> cattrs.Converter:
     c.register_structure_hook(IsoClass, _enum(IsoClass, "iso_class"))
     c.register_structure_hook(PressureRegime, _enum(PressureRegime, "pressure"))
     c.register_structure_hook(Quantity, _enum(Quantity, "quantity"))
+    c.register_structure_hook(NotifyKind, _enum(NotifyKind, "kind"))
+    c.register_structure_hook(AlarmPriority, _enum(AlarmPriority, "min_priority"))
     c.register_structure_hook_func(lambda t: t == dict[str, Any], _plain_table)
     return c
 
@@ -654,6 +692,7 @@ _SECTIONS: dict[str, tuple[type, bool]] = {
     "modbus": (ModbusConnection, True),
     "room": (RoomConfig, True),
     "device": (DeviceConfig, True),
+    "notify": (NotifyConfig, True),
 }
 
 
@@ -801,6 +840,7 @@ def parse_config(
         device_options=device_options,
         path=filename,
         sha256=hashlib.sha256(data).hexdigest(),
+        notify=tuple(o for _, o in sections["notify"] if o),
     )
     _check_resolved_limits(config, kinds, sections, problems)
     found = problems.problems()
@@ -854,6 +894,41 @@ def _duplicates(items: Iterable[tuple[PathT, str]], what: str, problems: _Collec
             first[ident] = path
 
 
+_ALARM_STATES = (
+    "normal", "unack", "acked", "rtn-unack", "latched-unack", "latched-ack", "shelved",
+    "suppressed", "out-of-service", "cannot-evaluate",
+)  # fmt: skip
+
+
+def _check_notify(sections: dict[str, Any], problems: _Collector, expanded: dict[str, Any]) -> None:
+    targets = [(i, n) for i, n in sections["notify"] if n]
+    _duplicates([(("notify", i, "name"), n.name) for i, n in targets], "notify name", problems)
+    room_ids = {r.id for _, r in sections["room"] if r} | set(_raw_ids(expanded, "room", "id"))
+    for i, n in targets:
+        if n.kind is NotifyKind.FILE:
+            if not n.path:
+                problems.add(("notify", i), 'kind = "file" needs path (the file to append to)')
+            if n.command:
+                problems.add(("notify", i, "command"), 'only for kind = "command"')
+        else:
+            if not n.command or not n.command[0]:
+                problems.add(
+                    ("notify", i),
+                    'kind = "command" needs command = ["program", "arg", ...] (no shell)',
+                )
+            if n.path:
+                problems.add(("notify", i, "path"), 'only for kind = "file"')
+        for j, state in enumerate(n.states):
+            if state not in _ALARM_STATES:
+                problems.add(
+                    ("notify", i, "states", j),
+                    f"{state!r} is not an alarm state ({', '.join(_ALARM_STATES)})",
+                )
+        for j, room in enumerate(n.rooms):
+            if room not in room_ids:
+                problems.add(("notify", i, "rooms", j), f"no [[room]] with id {room!r}")
+
+
 def _check(
     sections: dict[str, Any], kinds: KindRegistry, problems: _Collector, expanded: dict[str, Any]
 ) -> dict[str, Any]:
@@ -862,6 +937,7 @@ def _check(
     modbus = [(i, c) for i, c in sections["modbus"] if c]
     rooms = [(i, r) for i, r in sections["room"] if r]
     devices = [(i, d) for i, d in sections["device"] if d]
+    _check_notify(sections, problems, expanded)
 
     _duplicates(
         [(("mqtt", i, "name"), c.name) for i, c in mqtt]

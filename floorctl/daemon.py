@@ -49,6 +49,7 @@ from floorctl.kinds import KindRegistry
 from floorctl.limits import Quantity, resolve_limits
 from floorctl.model import SCHEMA_VERSION, Event, EventKind, Quality, Reading
 from floorctl.pluginmanager import isolated_calls
+from floorctl.plugins.notify import NotifyPlugin
 from floorctl.publisher import StatePublisher, Topics, dumps
 from floorctl.store.users import (
     AuthError,
@@ -127,6 +128,11 @@ class Floor:
         self.readings_total = 0
         self.bad_total = 0
         self.hook_errors = 0
+        # the floor's [[notify]] targets: the built-in notify plugin, through the same hook
+        self.notify: NotifyPlugin | None = None
+        if config.notify:
+            self.notify = NotifyPlugin(config)
+            pm.register(self.notify, name=f"notify-{config.floor.id}-{id(self):x}")
         self._on_alarm = isolated_calls(pm, "floorctl_on_alarm")
         self._on_reading = isolated_calls(pm, "floorctl_on_reading")
         self._on_event = isolated_calls(pm, "floorctl_on_event")
@@ -286,6 +292,7 @@ class Floor:
             "hubs": hubs,
             "publisher": self.publisher.counters.as_payload() if self.publisher else None,
             "publish_backlog": self.publisher.backlog if self.publisher else 0,
+            "notify": self.notify.counters() if self.notify else {},
             "time": time.time(),
         }
 
@@ -996,6 +1003,9 @@ class Floor:
                     hub.close()
             if self.store is not None:
                 await asyncio.to_thread(self.store.close)  # writes what is still queued
+            if self.notify is not None:
+                await asyncio.to_thread(self.notify.close)  # delivers what is still queued
+                self.pm.unregister(self.notify)
 
     async def _say_goodbye(self) -> None:
         """A clean stop publishes "offline" itself (the will fires only on a crash)."""
