@@ -97,10 +97,29 @@ export FLOORCTL_MODBUS_PORT=$MODBUS_PORT
 export FLOORCTL_MODBUS_PORT_2=$MODBUS_PORT_2
 export FLOORCTL_SICS_PORT=$SICS_PORT
 export FLOORCTL_STORE=$tmp/floorctl.db   # the demo's records; `floorctl audit verify --db` it
+# Demo users, so alarms can be acknowledged with a signature (docs/alarms.md). Real floors add
+# theirs with `floorctl user add`; PINs this short are for the demo only.
+"$PY" - "$FLOORCTL_STORE" <<'PYEOF'
+import sys
+from floorctl.store.db import Store
+from floorctl.store.users import Users
+with Store(sys.argv[1]) as store:
+    users = Users(store)
+    admin = users.add("admin", "Demo Admin", "admin", "9999", by=None, reason="demo set-up")
+    for uid, name, role, pin in [("tech", "Terry Tech", "technician", "1111"),
+                                 ("sup", "Sam Supervisor", "supervisor", "2222"),
+                                 ("qa", "Quinn QA", "qa", "3333")]:
+        users.add(uid, name, role, "0000", by=admin, reason="demo set-up")
+        users.set_secret(uid, pin, by=users.authenticate(uid, "0000"), reason="demo set-up")
+PYEOF
 SCENARIO=${SCENARIO:-demo}
 echo "demo: mosquitto on 127.0.0.1:$MQTT_PORT (watch: mosquitto_sub -p $MQTT_PORT -t 'floorctl/#' -v)"
 echo "demo: simulated devices on ports $MODBUS_PORT, $MODBUS_PORT_2 (Modbus) and $SICS_PORT (MT-SICS);"
 echo "      scenario '$SCENARIO' (simulators/scenarios/$SCENARIO.toml); logs in $tmp"
+echo "demo: users tech/1111 (technician), sup/2222 (supervisor), qa/3333 (qa); in another terminal:"
+echo "      FLOORCTL_MQTT_PORT=$MQTT_PORT .venv/bin/floorctl alarms list"
+echo "      FLOORCTL_MQTT_PORT=$MQTT_PORT .venv/bin/floorctl alarms ack DEVICE/POINT --user tech --comment '...'"
+echo "      .venv/bin/floorctl audit verify --db $FLOORCTL_STORE"
 
 setsid "$FLOORCTL" simulate "$DEVICES" --scenario "$SCENARIO" >"$tmp/simulate.log" 2>&1 &
 sim_pid=$!
