@@ -15,6 +15,7 @@ import io
 import json
 import signal
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -117,7 +118,7 @@ async def _read_room_status(
     statuses: dict[str, dict[str, Any]] = {}
     try:
         async with asyncio.timeout(timeout):
-            async with make_client(config.state_connection()) as client:
+            async with make_client(config.state_connection) as client:
                 await client.subscribe(f"{prefix}/room/+/status", qos=1)
                 quiet = 0.3  # retained messages arrive at once: stop after a quiet spell
                 while True:
@@ -282,8 +283,18 @@ def to_gantt(problem: Problem, schedule: Schedule, width: int = 100) -> str:
             else:
                 cells.append(".")
         lines.append(f"{r.id:<{label}} {''.join(cells)}")
-    legend = "  ".join(f"{sym[b.id]}={b.id}" for b in problem.batches)
-    lines.append(f"{'':{label}} {legend}  *=several  #=unavailable")
+    legend = "  ".join(
+        [f"{sym[b.id]}={b.id}" for b in problem.batches] + ["*=several", "#=unavailable"]
+    )
+    lines.extend(
+        textwrap.wrap(
+            legend,
+            width,
+            initial_indent=" " * (label + 1),
+            subsequent_indent=" " * (label + 1),
+            break_on_hyphens=False,
+        )
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -461,18 +472,34 @@ def register_commands(cli: click.Group) -> None:
             )
             cancel.set()
 
+        # the solve runs on a worker thread so that the main thread can take Ctrl-C (Python
+        # runs signal handlers on the main thread only, never while it is inside CP-SAT)
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["result"] = solve(
+                    problem,
+                    options,
+                    previous=prev,
+                    progress=_Reporter(quiet),
+                    cancel=cancel,
+                    hooks=hooks,
+                )
+            except BaseException as exc:  # re-raised on the main thread
+                box["error"] = exc
+
         old = signal.signal(signal.SIGINT, on_sigint)
         try:
-            result = solve(
-                problem,
-                options,
-                previous=prev,
-                progress=_Reporter(quiet),
-                cancel=cancel,
-                hooks=hooks,
-            )
+            worker = threading.Thread(target=work, name="floorctl-schedule", daemon=True)
+            worker.start()
+            while worker.is_alive():
+                worker.join(0.1)
         finally:
             signal.signal(signal.SIGINT, old)
+        if "error" in box:
+            raise box["error"]
+        result: Result = box["result"]
         _report(problem, result, options, fmt, out)
         if result.schedule is None or result.status in (
             Status.INFEASIBLE,

@@ -434,7 +434,8 @@ def _add_hint(built: SchedulingModel, hint: Mapping[str, Assignment]) -> None:
 
 def _parameters(options: SolveOptions, *, explain: bool = False) -> str:
     """CP-SAT parameters as text (merged with ``merge_text_format``, never parsed over)."""
-    lines = [f"random_seed: {options.seed}"]
+    # SIGINT is ours: the CLI turns Ctrl-C into ``cancel`` (and reports it as such)
+    lines = [f"random_seed: {options.seed}", "catch_sigint_signal: false"]
     if explain:
         lines += ["num_workers: 1", f"max_time_in_seconds: {max(options.time_limit, 1.0)}"]
     elif options.reproducible:

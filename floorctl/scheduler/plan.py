@@ -52,6 +52,7 @@ from floorctl.scheduler.problem import (
     ResourceKind,
     Weights,
     Window,
+    minutes_between,
 )
 
 # --- errors ----------------------------------------------------------------------------------
@@ -427,7 +428,7 @@ class _Builder:
         )
 
     def minutes(self, t: dt.datetime) -> int:
-        return int((self.aware(t) - self.epoch).total_seconds() // 60)
+        return minutes_between(self.epoch, self.aware(t))
 
     def windows(self, specs: Iterable[WindowSpec], path: PathT) -> tuple[Window, ...]:
         out = []

@@ -168,6 +168,18 @@ class Resource:
         return None
 
 
+def add_minutes(epoch: dt.datetime, minutes: int) -> dt.datetime:
+    """``epoch`` plus elapsed minutes, in the epoch's zone. Arithmetic is on UTC: adding a
+    timedelta to a zoned datetime in Python moves the wall clock, which is off by the DST
+    change when the span crosses one."""
+    return (epoch.astimezone(dt.UTC) + dt.timedelta(minutes=minutes)).astimezone(epoch.tzinfo)
+
+
+def minutes_between(epoch: dt.datetime, when: dt.datetime) -> int:
+    """Elapsed minutes from ``epoch`` to ``when`` (both aware; rounded down), across DST."""
+    return int((when.astimezone(dt.UTC) - epoch.astimezone(dt.UTC)).total_seconds() // 60)
+
+
 def merge_windows(windows: Iterable[Window]) -> list[Window]:
     """Sort and merge overlapping or touching windows (the first reason wins)."""
     out: list[Window] = []
@@ -298,6 +310,10 @@ class Changeover:
     resources: tuple[str, ...] = ()
 
 
+#: the resources changeovers and decontamination apply to
+CHANGEOVER_KINDS = frozenset({ResourceKind.ROOM, ResourceKind.UNIT, ResourceKind.EQUIPMENT})
+
+
 @frozen
 class Weights:
     """Objective weights for replanning, in tier-1 points (one minute of tardiness of a
@@ -415,9 +431,11 @@ class Problem:
     def changeover(self, rid: str, before: Operation, after: Operation) -> int:
         """Minutes needed on ``rid`` between ``before`` and ``after`` (of another batch):
         the family changeover, or the decontamination after a hazardous operation, whichever
-        is longer. Zero within a batch."""
+        is longer. Zero within a batch, and on people and pools."""
         if before.batch == after.batch:
             return 0
+        if self.resource_index[rid].kind not in CHANGEOVER_KINDS:
+            return 0  # people and pools carry no product between batches
         best: tuple[int, int] | None = None  # (specificity, minutes)
         for c in self.changeovers:
             if c.resources and rid not in c.resources:
@@ -450,13 +468,13 @@ class Problem:
 
     def time(self, minutes: int) -> dt.datetime:
         """The datetime ``minutes`` after the epoch."""
-        return self.epoch + dt.timedelta(minutes=minutes)
+        return add_minutes(self.epoch, minutes)
 
     def minutes(self, when: dt.datetime) -> int:
         """Minutes after the epoch of an aware datetime (rounded down)."""
         if when.tzinfo is None:
             when = when.replace(tzinfo=self.epoch.tzinfo)
-        return int((when - self.epoch).total_seconds() // 60)
+        return minutes_between(self.epoch, when)
 
     def batch_end(self, bid: str, ends: Mapping[str, int]) -> int:
         return max(ends[o.id] for o in self.operations_by_batch[bid])

@@ -20,7 +20,7 @@ from typing import Any
 
 from attrs import frozen
 
-from floorctl.scheduler.problem import Problem, ResourceKind
+from floorctl.scheduler.problem import Problem, ResourceKind, add_minutes
 
 SCHEMA_ID = "floorctl.schedule/1"
 
@@ -75,7 +75,7 @@ class ScheduleFileError(ValueError):
 
 
 def _iso(epoch: dt.datetime, minutes: int) -> str:
-    return (epoch + dt.timedelta(minutes=minutes)).isoformat()
+    return add_minutes(epoch, minutes).isoformat()
 
 
 def assignment_view(problem: Problem | None, a: Assignment, epoch: dt.datetime) -> dict[str, Any]:
@@ -206,7 +206,7 @@ def schedule_from_dict(doc: Any, filename: str = "schedule") -> Schedule:
 
 
 def _offset(epoch: dt.datetime, t: dt.datetime, where: str) -> int:
-    seconds = (t - epoch).total_seconds()
+    seconds = (t.astimezone(dt.UTC) - epoch.astimezone(dt.UTC)).total_seconds()
     if seconds % 60:
         raise ScheduleFileError(f"{where}: not on a whole minute")
     return int(seconds // 60)
