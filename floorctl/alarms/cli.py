@@ -351,14 +351,12 @@ def report(db_path: str, since: str, until: str | None, top: int, as_json: bool)
         raise click.BadParameter("the window must end after it starts", param_hint="--until")
     try:
         with Store(db_path) as store:
-            # a day before the window too, so alarms standing since before it are seen
-            rows = store.alarm_history(start=start - kpi.STANDING_MIN, end=end)
+            inside = [_transition(r) for r in store.alarm_history(start=start, end=end)]
+            # alarms active since before the window count as standing too
+            before = [_transition(r) for r in store.activations_standing_at(start)]
     except StoreError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    transitions = [_transition(r) for r in rows]
-    before = [t for t in transitions if t.time < start]
-    inside = [t for t in transitions if t.time >= start]
     rep = kpi.report(inside, start, end, top)
     standing = kpi.standing([*before, *inside], end)
     if as_json:

@@ -519,6 +519,30 @@ class Store:
             )
         return len(rows)
 
+    def activations_standing_at(self, t: float) -> list[AlarmTransition]:
+        """For each alarm still active (unack or acked) at ``t``: the activation that began
+        it (the standing-alarm KPI needs activations from before its window)."""
+        cols = (
+            "time, point, from_state, to_state, severity, value, limit_value, cause, detail, "
+            "audit_seq, priority"
+        )
+        rows = self.conn.execute(
+            f"""
+            WITH last AS (
+                SELECT point, max(id) AS id FROM alarm_history WHERE time < ? GROUP BY point
+            ), active AS (
+                SELECT h.point FROM alarm_history h JOIN last ON h.id = last.id
+                WHERE h.to_state IN ('unack', 'acked')
+            )
+            SELECT {cols} FROM alarm_history WHERE id IN (
+                SELECT max(h.id) FROM alarm_history h JOIN active a ON h.point = a.point
+                WHERE h.time < ? AND h.cause = 'activate' GROUP BY h.point
+            ) ORDER BY time, id
+            """,
+            (t, t),
+        ).fetchall()
+        return [AlarmTransition(*row) for row in rows]
+
     # -- alarm state that survives a restart ---------------------------------------------------
 
     def save_alarm_states(self, states: Iterable[tuple[str, str, dict[str, Any], float]]) -> int:

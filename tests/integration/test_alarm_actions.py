@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import uuid
 from typing import Any
 
 import aiomqtt
 import pytest
 
+from floorctl.client import ClientError, retained
 from floorctl.store.audit import AuditTrail
 from floorctl.store.db import Store
 from floorctl.store.users import Users
@@ -221,3 +223,32 @@ async def test_no_store_no_signed_actions(mosquitto) -> None:
         r = await ask(mosquitto.port, "ack", signer("tech"))
         assert (r["status"], r["reason"]) == ("refused", "no-store")
         assert "[floor] store is not set" in r["error"]
+
+
+async def test_alarm_state_is_republished_after_a_broker_restart(mosquitto, tmp_path) -> None:
+    """A broker without persistence forgets retained messages: the daemon publishes every
+    alarm state and room status again when it reconnects."""
+    db = tmp_path / "f.db"
+    make_users(db)
+    port = mosquitto.port
+    async with running_floor(FLOOR, PORT=port, DB=db) as (floor, _seen):
+        p = floor.alarms.point("mon", "dp")
+        await publish(port, "gw/mon", json.dumps({"dp": 3.0}))
+        await wait_until(lambda: p.state.value == "unack", what="unack")
+        r = await ask(port, "ack", signer("tech", "seen"))
+        assert r["status"] == "accepted"
+        mosquitto.restart(signal.SIGKILL)
+        config = floor.config
+        # the broker forgot every retained message; the daemon publishes them again
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            try:
+                docs = await retained(config.state_connection, f"{PREFIX}/#", timeout=5)
+            except ClientError:
+                docs = {}
+            alarm = docs.get(f"{PREFIX}/alarm/mon/dp") or {}
+            room = docs.get(f"{PREFIX}/room/buffer/status") or {}
+            if alarm.get("state") == "acked" and room.get("status") == "action":
+                break
+            assert asyncio.get_running_loop().time() < deadline, docs
+            await asyncio.sleep(0.3)
