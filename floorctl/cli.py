@@ -15,6 +15,7 @@ import click
 import pluggy
 
 from floorctl import __version__
+from floorctl.alarms.cli import parse_assignments
 from floorctl.alarms.cli import register_commands as register_alarm_commands
 from floorctl.config import Config, ConfigError, load_config
 from floorctl.kinds import KindRegistry
@@ -358,15 +359,7 @@ def device(
             f"device {device_id!r} ({dev.kind}) has no command {command!r} "
             f"(it has: {', '.join(sorted(commands)) or 'none'})"
         )
-    arguments: dict[str, Any] = {}
-    for item in args:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.UsageError(f"argument {item!r}: write KEY=VALUE")
-        try:
-            arguments[key] = json.loads(value)
-        except ValueError:
-            arguments[key] = value
+    arguments = parse_assignments(args, "argument")
     signer = None
     if not direct:
         if not user:

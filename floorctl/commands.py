@@ -84,8 +84,8 @@ class CommandRequest:
         return cls(uuid.uuid4().hex, device, command, dict(args or {}), signer)
 
 
-def parse_request(device: str, payload: bytes) -> CommandRequest:
-    """Validate a request document; raise BadRequest naming what is wrong."""
+def parse_document(payload: bytes) -> tuple[dict[str, Any], str]:
+    """The request document and its id (every request kind); BadRequest names what is wrong."""
     try:
         doc = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -95,14 +95,20 @@ def parse_request(device: str, payload: bytes) -> CommandRequest:
     request_id = doc.get("id")
     if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
         raise BadRequest("id: required; letters, digits, '_', '-', '.', at most 64")
+    if doc.get("v", SCHEMA_VERSION) != SCHEMA_VERSION:
+        raise BadRequest(f"v: this daemon speaks version {SCHEMA_VERSION}", request_id)
+    if not isinstance(doc.get("args", {}), dict):
+        raise BadRequest("args: must be an object", request_id)
+    return doc, request_id
+
+
+def parse_request(device: str, payload: bytes) -> CommandRequest:
+    """Validate a request document; raise BadRequest naming what is wrong."""
+    doc, request_id = parse_document(payload)
     command = doc.get("command")
     if not isinstance(command, str) or not _COMMAND.match(command):
         raise BadRequest("command: required, a lower-case command name", request_id)
     args = doc.get("args", {})
-    if not isinstance(args, dict):
-        raise BadRequest("args: must be an object", request_id)
-    if doc.get("v", SCHEMA_VERSION) != SCHEMA_VERSION:
-        raise BadRequest(f"v: this daemon speaks version {SCHEMA_VERSION}", request_id)
     signer = parse_signer(doc, request_id) if "user" in doc or "secret" in doc else None
     return CommandRequest(request_id, device, command, args, signer)
 

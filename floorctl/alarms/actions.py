@@ -31,7 +31,7 @@ from floorctl.alarms.engine import (
     _normalise,
 )
 from floorctl.alarms.states import InvalidTransition
-from floorctl.commands import BadRequest, Signer, parse_signer
+from floorctl.commands import BadRequest, Signer, parse_document, parse_signer
 from floorctl.model import SCHEMA_VERSION
 from floorctl.store.users import Meaning, Role
 
@@ -102,23 +102,11 @@ class AlarmRequest:
 
 def parse_alarm_request(device: str, point: str, payload: bytes) -> AlarmRequest:
     """Validate a request document; raise BadRequest naming what is wrong."""
-    try:
-        doc = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest(f"not a JSON document: {exc}") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("the request must be a JSON object")
-    request_id = doc.get("id")
-    if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
-        raise BadRequest("id: required; letters, digits, '_', '-', '.', at most 64")
-    if doc.get("v", SCHEMA_VERSION) != SCHEMA_VERSION:
-        raise BadRequest(f"v: this daemon speaks version {SCHEMA_VERSION}", request_id)
+    doc, request_id = parse_document(payload)
     action = doc.get("action")
     if action not in ACTIONS:
         raise BadRequest(f"action: one of {', '.join(ACTIONS)}; got {action!r}", request_id)
     args = doc.get("args", {})
-    if not isinstance(args, dict):
-        raise BadRequest("args: must be an object", request_id)
     signer = parse_signer(doc, request_id)
     if ACTIONS[action].comment_required and not signer.comment:
         what = "the reason for shelving" if action == "shelve" else "the reason"

@@ -62,6 +62,20 @@ def read_signer(user: str, comment: str, password_stdin: bool) -> Signer:
     return Signer(user, secret, comment)
 
 
+def parse_assignments(items: tuple[str, ...], what: str) -> dict[str, Any]:
+    """KEY=VALUE arguments; a value that is JSON (a number, true, a list) is taken as such."""
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"{what} {item!r}: write KEY=VALUE")
+        try:
+            values[key] = json.loads(raw)
+        except ValueError:
+            values[key] = raw
+    return values
+
+
 def split_id(alarm_id: str) -> tuple[str, str]:
     device, sep, point = alarm_id.partition("/")
     if not sep or not device or not point or "/" in point:
@@ -293,15 +307,7 @@ def set_limits(
     device, point = split_id(alarm_id)
     if not comment.strip():
         raise click.UsageError("set-limits needs --comment (the reason for the change)")
-    values: dict[str, Any] = {}
-    for item in settings:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.UsageError(f"setting {item!r}: write KEY=VALUE")
-        try:
-            values[key] = json.loads(raw)
-        except ValueError:
-            values[key] = raw
+    values = parse_assignments(settings, "setting")
     signer = read_signer(user, comment, password_stdin)
     req = AlarmRequest.new(device, point, "set-limits", signer, {"settings": values})
     _send(ctx, file, req, timeout)

@@ -27,6 +27,42 @@ PEOPLE = {
 }
 
 
+#: an ante room and a positive ISO 7 buffer room against it (action below 5 Pa, alert below 10)
+ANTE_AND_BUFFER = """
+[[room]]
+id = "ante"
+iso_class = 8
+pressure = "positive"
+[[room]]
+id = "buffer"
+iso_class = 7
+pressure = "positive"
+pressure_reference = "ante"
+"""
+
+
+def dp_monitor(device: str, room: str = "buffer") -> str:
+    """An mqtt_json differential-pressure monitor on connection "b", topic gw/<device>,
+    alarms without delays, never stale within a test."""
+    return f"""
+[[device]]
+id = "{device}"
+kind = "mqtt_json"
+via = "b"
+room = "{room}"
+interval = "300ms"
+expire_after = "1h"
+[device.options]
+state_topic = "gw/{device}"
+[[device.fields]]
+name = "dp"
+unit = "Pa"
+path = "dp"
+quantity = "differential_pressure"
+alarm = {{ alert_on_delay = "0s", action_on_delay = "0s", off_delay = "0s" }}
+"""
+
+
 def make_users(db: Any) -> None:
     """An admin and PEOPLE in the store at ``db`` (cheap scrypt), ready to sign."""
     with Store(db) as store:

@@ -16,11 +16,22 @@ from floorctl.store.audit import AuditTrail
 from floorctl.store.db import Store
 from floorctl.store.users import Users
 
-from .floorkit import PEOPLE, Watcher, make_users, publish, running_floor, signer, wait_until
+from .floorkit import (
+    ANTE_AND_BUFFER,
+    PEOPLE,
+    Watcher,
+    dp_monitor,
+    make_users,
+    publish,
+    running_floor,
+    signer,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
-FLOOR = """
+FLOOR = (
+    """
 [floor]
 id = "act"
 store = "${DB}"
@@ -28,31 +39,10 @@ store = "${DB}"
 name = "b"
 port = "${PORT}"
 client_id = "floorctl-act-${PORT}"
-[[room]]
-id = "ante"
-iso_class = 8
-pressure = "positive"
-[[room]]
-id = "buffer"
-iso_class = 7
-pressure = "positive"
-pressure_reference = "ante"
-[[device]]
-id = "mon"
-kind = "mqtt_json"
-via = "b"
-room = "buffer"
-interval = "300ms"
-expire_after = "1h"
-[device.options]
-state_topic = "gw/mon"
-[[device.fields]]
-name = "dp"
-unit = "Pa"
-path = "dp"
-quantity = "differential_pressure"
-alarm = { alert_on_delay = "0s", action_on_delay = "0s", off_delay = "0s" }
 """
+    + ANTE_AND_BUFFER
+    + dp_monitor("mon")
+)
 
 PREFIX = "floorctl/act"
 

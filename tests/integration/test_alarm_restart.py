@@ -17,27 +17,9 @@ from floorctl.store.audit import AuditTrail
 from floorctl.store.db import Store
 from floorctl.store.users import Users
 
-from .floorkit import Watcher, make_users, publish
+from .floorkit import ANTE_AND_BUFFER, Watcher, dp_monitor, make_users, publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-DEVICE = """
-[[device]]
-id = "{id}"
-kind = "mqtt_json"
-via = "b"
-room = "buffer"
-interval = "300ms"
-expire_after = "1h"
-[device.options]
-state_topic = "gw/{id}"
-[[device.fields]]
-name = "dp"
-unit = "Pa"
-path = "dp"
-quantity = "differential_pressure"
-alarm = {{ alert_on_delay = "0s", action_on_delay = "0s", off_delay = "0s" }}
-"""
 
 FLOOR = (
     """
@@ -48,18 +30,10 @@ store = "{db}"
 name = "b"
 port = {port}
 client_id = "floorctl-rs-{port}"
-[[room]]
-id = "ante"
-iso_class = 8
-pressure = "positive"
-[[room]]
-id = "buffer"
-iso_class = 7
-pressure = "positive"
-pressure_reference = "ante"
 """
-    + DEVICE.replace("{id}", "mon")
-    + DEVICE.replace("{id}", "mon2")
+    + ANTE_AND_BUFFER
+    + dp_monitor("mon").replace("{", "{{").replace("}", "}}")
+    + dp_monitor("mon2").replace("{", "{{").replace("}", "}}")
 )
 PREFIX = "floorctl/rs"
 
@@ -100,6 +74,13 @@ async def test_kill_9_and_restart_keep_alarm_state_and_records(mosquitto, tmp_pa
                 lambda m: any(t == f"{PREFIX}/status" and b["state"] == "online" for t, b, _ in m),
                 timeout=20,
             )
+            # the daemon subscribes to the devices after it reports online: feed until it reads
+            while not any(
+                t == f"{PREFIX}/device/mon/status" and b["state"] == "online"
+                for t, b, _ in w.messages
+            ):
+                await publish(port, "gw/mon", json.dumps({"dp": 12.0}))
+                await asyncio.sleep(0.2)
             for i in range(20):  # readings that must be in the store after the kill
                 await publish(port, "gw/mon", json.dumps({"dp": 3.0 + i / 100}))
             await publish(port, "gw/mon2", json.dumps({"dp": 7.0}))
@@ -156,7 +137,14 @@ async def test_kill_9_and_restart_keep_alarm_state_and_records(mosquitto, tmp_pa
             await w.wait_for(lambda m: latest(w, "mon2", restarted) is not None)
             assert latest(w, "mon2", restarted)["state"] == "shelved"
             # the process goes on from there: still out of limits stays acked, back in clears
-            await publish(port, "gw/mon", json.dumps({"dp": 3.2}))
+            while not any(
+                t == f"{PREFIX}/device/mon/status"
+                and b["state"] == "online"
+                and b["time"] > restarted
+                for t, b, _ in w.messages
+            ):
+                await publish(port, "gw/mon", json.dumps({"dp": 3.2}))
+                await asyncio.sleep(0.2)
             await publish(port, "gw/mon", json.dumps({"dp": 12.0}))
             await w.wait_for(lambda m: latest(w, "mon", restarted)["state"] == "normal")
             states = [b["state"] for b in w.on(f"{PREFIX}/alarm/mon/dp") if b["time"] > restarted]

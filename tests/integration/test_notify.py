@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .floorkit import publish, running_floor, wait_until
+from .floorkit import ANTE_AND_BUFFER, dp_monitor, publish, running_floor, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -21,24 +21,6 @@ with open(sys.argv[1], "a") as f:
                                             if k.startswith("FLOORCTL_")}}) + "\\n")
 """
 
-DEVICE = """
-[[device]]
-id = "{id}"
-kind = "mqtt_json"
-via = "b"
-room = "{room}"
-interval = "300ms"
-expire_after = "1h"
-[device.options]
-state_topic = "gw/{id}"
-[[device.fields]]
-name = "dp"
-unit = "Pa"
-path = "dp"
-quantity = "differential_pressure"
-alarm = {{ alert_on_delay = "0s", action_on_delay = "0s", off_delay = "0s" }}
-"""
-
 FLOOR = (
     """
 [floor]
@@ -47,15 +29,9 @@ id = "nt"
 name = "b"
 port = "${PORT}"
 client_id = "floorctl-nt-${PORT}"
-[[room]]
-id = "ante"
-iso_class = 8
-pressure = "positive"
-[[room]]
-id = "buffer"
-iso_class = 7
-pressure = "positive"
-pressure_reference = "ante"
+"""
+    + ANTE_AND_BUFFER
+    + """
 [[room]]
 id = "store"
 iso_class = 8
@@ -80,8 +56,8 @@ name = "broken"
 kind = "command"
 command = ["${PY}", "-c", "import sys; print('gateway down', file=sys.stderr); sys.exit(3)"]
 """
-    + DEVICE.format(id="mon", room="buffer")
-    + DEVICE.format(id="mon2", room="store")
+    + dp_monitor("mon")
+    + dp_monitor("mon2", "store")
 )
 
 

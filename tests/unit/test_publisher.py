@@ -177,7 +177,9 @@ async def test_updates_go_in_paced_rounds_but_quality_changes_do_not_wait() -> N
         pub.offer(r(float(i)))
         await asyncio.sleep(0.01)
     values = [m["value"] for _, m in hub.sent]
-    assert len(values) <= 5, values  # ~ one message per 0.2 s round, not 40
+    # ~ one message per 0.2 s round, not 40 (a loaded machine stretches the loop: more rounds)
+    rounds = (asyncio.get_running_loop().time() - start) / 0.2
+    assert len(values) <= max(5, int(rounds) + 2), values
     pub.offer(r(None, Quality.STALE))  # a quality change goes out at once
     await asyncio.sleep(0.02)
     assert hub.sent[-1][1]["quality"] == "stale"
