@@ -84,3 +84,19 @@ async def retained(
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+async def query(
+    conn: MqttConnection, prefix: str, kind: str, args: dict[str, Any], *, timeout: float = 10.0
+) -> dict[str, Any]:
+    """A read-only query of the daemon's records (``history``, ``audit``; docs/mqtt.md)."""
+    request_id = new_id()
+    body = {"v": 1, "id": request_id, **args}
+    return await request(
+        conn,
+        f"{prefix}/request/{kind}",
+        json.dumps(body).encode(),
+        reply_topic=f"{prefix}/reply/{request_id}",
+        request_id=request_id,
+        timeout=timeout,
+    )

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiomqtt
+import attrs
 import pluggy
 from attrs import define, field
 
@@ -38,6 +39,7 @@ from floorctl.commands import (
     CommandRequest,
     Signer,
     Status,
+    parse_document,
     parse_request,
     reply,
 )
@@ -72,6 +74,12 @@ COMM_POINT = "_comm"
 #: Alarm states are saved at every transition and, for the slower changes in between (timers,
 #: the N-of-M window), every this many seconds.
 SNAPSHOT_INTERVAL = 10.0
+
+
+#: read-only requests on <prefix>/request/<kind> (docs/mqtt.md, Queries)
+QUERIES = ("history", "audit")
+HISTORY_MAX_BUCKETS = 1000
+AUDIT_MAX_ENTRIES = 500
 
 
 class Refused(Exception):
@@ -162,6 +170,9 @@ class Floor:
             self.state_hub.subscribe(self.topics.command("+"), 1, self._on_command)
             # signed operator actions on alarms on <prefix>/request/alarm/<device>/<point>
             self.state_hub.subscribe(self.topics.alarm_request("+", "+"), 1, self._on_alarm_request)
+            # read-only queries of the records (a terminal's trend lines and audit view)
+            for kind in QUERIES:
+                self.state_hub.subscribe(self.topics.request(kind), 1, self._on_query)
             deadbands = {(d.id, f.name): f.deadband for d in config.devices for f in d.fields}
             self.publisher = StatePublisher(
                 self.state_hub,
@@ -592,6 +603,93 @@ class Floor:
         """Wait until everything queued for the store so far is committed."""
         if self.store is not None:
             await asyncio.wrap_future(self.store.submit(lambda _s, _t: None))
+
+    def _on_query(self, topic: str, payload: bytes) -> None:
+        kind = topic.rsplit("/", 1)[-1]
+        asyncio.get_running_loop().create_task(self._run_query(kind, payload))
+
+    async def _run_query(self, kind: str, payload: bytes) -> None:
+        try:
+            doc, request_id = parse_document(payload)
+        except BadRequest as exc:
+            log.warning("%s query refused: %s", kind, exc)
+            if exc.request_id is not None:
+                await self._reply(
+                    reply(
+                        exc.request_id,
+                        "",
+                        None,
+                        Status.REFUSED,
+                        error=str(exc),
+                        reason="bad-request",
+                        query=kind,
+                    )
+                )
+            return
+        try:
+            if self.store is None:
+                raise Refused("no-store", "this floor keeps no records ([floor] store is not set)")
+            result = await (self._history(doc) if kind == "history" else self._audit(doc))
+            device = result.pop("device", "")
+            answer = reply(request_id, device, None, Status.DONE, query=kind, **result)
+        except Refused as exc:
+            answer = reply(
+                request_id, "", None, Status.REFUSED, error=str(exc), reason=exc.reason, query=kind
+            )
+        except Exception as exc:  # a store problem is a failed query, never a dead daemon
+            log.exception("%s query failed", kind)
+            answer = reply(request_id, "", None, Status.FAILED, error=str(exc), query=kind)
+        await self._reply(answer)
+
+    async def _history(self, doc: dict[str, Any]) -> dict[str, Any]:
+        device, point = doc.get("device"), doc.get("point")
+        dev = self.config.device(device) if isinstance(device, str) else None
+        if dev is None or dev.get_field(point) is None:
+            raise Refused("bad-request", f"no point {device}/{point}")
+        now = time.time()
+        try:
+            since = float(doc.get("since", now - 3600.0))
+            until = float(doc.get("until", now))
+            buckets = int(doc.get("buckets", 120))
+        except (TypeError, ValueError) as exc:
+            raise Refused("bad-request", f"since, until, buckets: numbers ({exc})") from None
+        if not (until > since and 1 <= buckets <= HISTORY_MAX_BUCKETS):
+            raise Refused(
+                "bad-request",
+                f"until must be after since, and 1 <= buckets <= {HISTORY_MAX_BUCKETS}",
+            )
+        assert self.store is not None
+        series = await asyncio.wrap_future(
+            self.store.submit(lambda s, _t: s.series(device, point, since, until, buckets))
+        )
+        return {
+            "device": device,
+            "point": point,
+            "since": since,
+            "until": until,
+            "series": [list(row) for row in series],
+        }
+
+    async def _audit(self, doc: dict[str, Any]) -> dict[str, Any]:
+        try:
+            limit = int(doc.get("limit", 100))
+        except (TypeError, ValueError):
+            raise Refused("bad-request", "limit: a number") from None
+        if not 1 <= limit <= AUDIT_MAX_ENTRIES:
+            raise Refused("bad-request", f"limit: 1 to {AUDIT_MAX_ENTRIES}")
+        verify = bool(doc.get("verify", False))
+
+        def read(_s: Any, trail: Any) -> dict[str, Any]:
+            head = trail.head()
+            first = max(0, head.seq - limit) if head else 0
+            out: dict[str, Any] = {"entries": [attrs.asdict(e) for e in trail.entries(first)][::-1]}
+            if verify:
+                result = trail.verify()
+                out["verify"] = {**attrs.asdict(result), "describe": result.describe()}
+            return out
+
+        assert self.store is not None
+        return await asyncio.wrap_future(self.store.submit(read))
 
     def _on_alarm_request(self, topic: str, payload: bytes) -> None:
         device, point = topic.split("/")[-2:]

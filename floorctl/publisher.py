@@ -59,6 +59,9 @@ class Topics:
     def command(self, device: str) -> str:
         return f"{self.prefix}/command/{device}"
 
+    def request(self, kind: str) -> str:
+        return f"{self.prefix}/request/{kind}"
+
     def alarm_request(self, device: str, point: str) -> str:
         return f"{self.prefix}/request/alarm/{device}/{point}"
 

@@ -398,6 +398,43 @@ class Store:
             for d, p, v, u, q, det, st, rt, h in rows
         ]
 
+    def series(
+        self, device: str, point: str, start: float, end: float, buckets: int = 120
+    ) -> list[tuple[float, float, float, float, int]]:
+        """The good numeric values of one point in ``[start, end)`` as at most ``buckets``
+        (bucket start, min, avg, max, n), from raw readings and, older than the raw window,
+        the 1-minute rollups. Empty buckets are left out: a gap stays a gap."""
+        if end <= start or buckets < 1:
+            raise ValueError("series: the window must end after it starts, buckets >= 1")
+        width = (end - start) / buckets
+        acc: dict[int, list[float]] = {}
+
+        def fold(b: int, lo: float, total: float, hi: float, n: int) -> None:
+            a = acc.setdefault(b, [math.inf, 0.0, -math.inf, 0])
+            a[0], a[1], a[2], a[3] = min(a[0], lo), a[1] + total, max(a[2], hi), a[3] + n
+
+        raw = self.conn.execute(
+            "SELECT CAST((t - ?) / ? AS INTEGER) AS b, min(value), sum(value), max(value), "
+            "count(*) FROM readings WHERE device = ? AND point = ? AND t >= ? AND t < ? "
+            "AND quality = 'good' AND typeof(value) IN ('integer', 'real') GROUP BY b",
+            (start, width, device, point, start, end),
+        )
+        for b, lo, total, hi, n in raw:
+            fold(min(int(b), buckets - 1), lo, total, hi, n)
+        rolled = self.conn.execute(
+            "SELECT CAST((minute - ?) / ? AS INTEGER) AS b, min(vmin), sum(vsum), max(vmax), "
+            "sum(n_stat) FROM readings_1m WHERE device = ? AND point = ? AND minute > ? "
+            "AND minute < ? AND n_stat > 0 GROUP BY b",
+            (start, width, device, point, start - ROLLUP_S, end),
+        )
+        for b, lo, total, hi, n in rolled:  # a minute overlapping the start counts in bucket 0
+            fold(max(0, min(int(b), buckets - 1)), lo, total, hi, n)
+        return [
+            (start + b * width, a[0], a[1] / a[3], a[2], int(a[3]))
+            for b, a in sorted(acc.items())
+            if a[3]
+        ]
+
     def count_readings(self) -> int:
         return self.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 import uuid
 from typing import Any
 
 import aiomqtt
 import pytest
 
-from floorctl.client import ClientError, retained
+from floorctl.client import ClientError, query, retained
 from floorctl.store.audit import AuditTrail
 from floorctl.store.db import Store
 from floorctl.store.users import Users
@@ -242,3 +243,35 @@ async def test_alarm_state_is_republished_after_a_broker_restart(mosquitto, tmp_
                 break
             assert asyncio.get_running_loop().time() < deadline, docs
             await asyncio.sleep(0.3)
+
+
+async def test_history_and_audit_queries(mosquitto, tmp_path) -> None:
+    db = tmp_path / "f.db"
+    make_users(db)
+    port = mosquitto.port
+    async with running_floor(FLOOR, PORT=port, DB=db) as (floor, seen):
+        conn = floor.config.state_connection
+        start = time.time()
+        for v in (12.0, 14.0, 3.0):
+            await publish(port, "gw/mon", json.dumps({"dp": v}))
+        await wait_until(lambda: len(seen) >= 3, what="readings")
+        await wait_until(lambda: floor.alarms.point("mon", "dp").state.value == "unack")
+        await asyncio.sleep(1.0)  # the writer commits every 0.5 s
+        r = await query(
+            conn, PREFIX, "history", {"device": "mon", "point": "dp", "since": start - 1,
+                                      "until": time.time() + 1, "buckets": 1}
+        )  # fmt: skip
+        assert r["status"] == "done", r
+        [(_t0, lo, avg, hi, n)] = r["series"]
+        assert (lo, hi, n) == (3.0, 14.0, 3) and avg == pytest.approx(29 / 3)
+        r = await query(conn, PREFIX, "history", {"device": "mon", "point": "nope"})
+        assert (r["status"], r["reason"]) == ("refused", "bad-request")
+        r = await query(conn, PREFIX, "audit", {"limit": 5, "verify": True})
+        assert r["status"] == "done", r
+        assert len(r["entries"]) == 5
+        seqs = [e["seq"] for e in r["entries"]]
+        assert seqs == sorted(seqs, reverse=True)  # newest first
+        assert r["entries"][0]["action"] == "alarm.activate"
+        assert r["verify"]["ok"] and r["verify"]["describe"].startswith("audit trail intact")
+        r = await query(conn, PREFIX, "audit", {"limit": 100000})
+        assert (r["status"], r["reason"]) == ("refused", "bad-request")

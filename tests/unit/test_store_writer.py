@@ -77,3 +77,25 @@ def test_a_version_1_store_is_upgraded_and_keeps_its_records(tmp_path, monkeypat
         assert AuditTrail(s).verify().ok
         s.save_alarm_states([("d/p", "acked", {"state": "acked"}, 1.0)])
         assert s.alarm_states() == {"d/p": ("acked", {"state": "acked"}, 1.0)}
+
+
+def test_series_buckets_raw_and_rolled_up_values_and_keeps_gaps(tmp_path):
+    with Store(tmp_path / "f.db", raw_retention_s=600) as s:
+        rows = [
+            Reading("d", "p", float(i), Quality.GOOD, receive_time=1000.0 + i) for i in range(60)
+        ]
+        rows += [Reading("d", "p", None, Quality.STALE, receive_time=1030.5)]  # not a value
+        rows += [Reading("d", "p", 5.0, Quality.GOOD, receive_time=1200.0 + i) for i in range(3)]
+        s.write_readings(rows)
+        series = s.series("d", "p", 1000.0, 1300.0, buckets=10)  # 30 s buckets
+        assert [(t, lo, hi, n) for t, lo, _avg, hi, n in series] == [
+            (1000.0, 0.0, 29.0, 30), (1030.0, 30.0, 59.0, 30), (1180.0, 5.0, 5.0, 3)
+        ]  # fmt: skip
+        assert series[0][2] == 14.5
+        # older than the raw window: from the 1-minute rollups, the same numbers
+        s.compact(now=1000.0 + 60 + 600 + 60)
+        assert s.count_readings() < 64
+        rolled = s.series("d", "p", 1000.0, 1300.0, buckets=5)  # 60 s buckets
+        assert [(lo, hi, n) for _t, lo, _a, hi, n in rolled][:1] == [(0.0, 59.0, 60)]
+        with pytest.raises(ValueError):
+            s.series("d", "p", 10.0, 5.0)
