@@ -17,6 +17,7 @@ import pluggy
 from floorctl import __version__
 from floorctl.alarms.cli import parse_assignments
 from floorctl.alarms.cli import register_commands as register_alarm_commands
+from floorctl.batches import register_commands as register_batch_commands
 from floorctl.config import Config, ConfigError, load_config
 from floorctl.kinds import KindRegistry
 from floorctl.model import Quality, Reading
@@ -547,6 +548,7 @@ def simulate(
 register_store_commands(cli)
 register_schedule_commands(cli)
 register_alarm_commands(cli)
+register_batch_commands(cli)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import attrs
 import pluggy
 from attrs import define, field
 
-from floorctl import __version__
+from floorctl import __version__, batches
 from floorctl.alarms import actions
 from floorctl.alarms.engine import (
     ActionRefused,
@@ -53,6 +53,7 @@ from floorctl.model import SCHEMA_VERSION, Event, EventKind, Quality, Reading
 from floorctl.pluginmanager import isolated_calls
 from floorctl.plugins.notify import NotifyPlugin
 from floorctl.publisher import StatePublisher, Topics, dumps
+from floorctl.store.db import Actual
 from floorctl.store.users import (
     AuthError,
     Disabled,
@@ -173,6 +174,8 @@ class Floor:
             # read-only queries of the records (a terminal's trend lines and audit view)
             for kind in QUERIES:
                 self.state_hub.subscribe(self.topics.request(kind), 1, self._on_query)
+            # signed actual start / end of batch operations
+            self.state_hub.subscribe(self.topics.request("actual"), 1, self._on_actual)
             deadbands = {(d.id, f.name): f.deadband for d in config.devices for f in d.fields}
             self.publisher = StatePublisher(
                 self.state_hub,
@@ -690,6 +693,76 @@ class Floor:
 
         assert self.store is not None
         return await asyncio.wrap_future(self.store.submit(read))
+
+    def _on_actual(self, topic: str, payload: bytes) -> None:
+        asyncio.get_running_loop().create_task(self._run_actual(payload))
+
+    async def _run_actual(self, payload: bytes) -> None:
+        try:
+            req = batches.parse_actual_request(payload)
+        except BadRequest as exc:
+            log.warning("actual refused: %s", exc)
+            if exc.request_id is not None:
+                await self._reply(
+                    reply(
+                        exc.request_id,
+                        "",
+                        None,
+                        Status.REFUSED,
+                        error=str(exc),
+                        reason="bad-request",
+                    )
+                )
+            return
+        await self._reply(await self.record_actual(req))
+
+    async def record_actual(self, req: batches.ActualRequest) -> dict[str, Any]:
+        """Check a technician's actual start or end against what is recorded, sign and record
+        it; the reply says accepted or why not."""
+
+        def answer(status: str, **kw: Any) -> dict[str, Any]:
+            return reply(
+                req.id, "", None, status, batch=req.batch, operation=req.operation,
+                event=req.event, **kw,
+            )  # fmt: skip
+
+        if self.store is None:
+            return answer(
+                Status.REFUSED,
+                reason="no-store",
+                error="this floor keeps no records ([floor] store is not set)",
+            )
+        now = time.time()
+        recorded = await asyncio.wrap_future(self.store.submit(lambda s, _t: s.actuals(req.batch)))
+        try:
+            when, previous = batches.check_actual(req, recorded, now)
+        except batches.ActualRefused as exc:
+            return answer(Status.REFUSED, reason="state", error=str(exc))
+        target = f"batch:{req.batch}/{req.operation}"
+        try:
+            seq, _role, _name = await self._signed(
+                batches.RECORD_ACTUAL,
+                req.signer,
+                action=f"batch.{req.event}",
+                target=target,
+                old_value=None if previous is None else batches.iso(previous.time),
+                new_value={"time": batches.iso(when)},
+                now=now,
+            )
+        except Refused as exc:
+            return answer(Status.REFUSED, reason=exc.reason, error=str(exc))
+        actual = Actual(
+            req.batch, req.operation, req.event, when, now, req.signer.user,
+            req.signer.comment or None, seq,
+        )  # fmt: skip
+        await asyncio.wrap_future(self.store.submit(lambda s, _t: s.record_actual(actual)))
+        return answer(
+            Status.ACCEPTED,
+            result=f"{req.event} {batches.iso(when)}"
+            + (f" (corrects {batches.iso(previous.time)})" if previous else ""),
+            time=when,
+            audit_seq=seq,
+        )
 
     def _on_alarm_request(self, topic: str, payload: bytes) -> None:
         device, point = topic.split("/")[-2:]

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 from attrs import frozen
 
 from floorctl.model import Event, EventKind, Quality, Reading
@@ -181,6 +182,22 @@ MIGRATIONS: tuple[str, ...] = (
         time REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 3: actual start and end of batch operations, signed by the technician who recorded them
+    """
+    CREATE TABLE operation_actuals (
+        id INTEGER PRIMARY KEY,
+        batch TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        event TEXT NOT NULL CHECK (event IN ('start', 'end')),
+        time REAL NOT NULL,             -- when it happened (may be earlier than recorded_at)
+        recorded_at REAL NOT NULL,
+        user_id TEXT NOT NULL,
+        comment TEXT,
+        audit_seq INTEGER NOT NULL REFERENCES audit (seq)
+    );
+    CREATE INDEX operation_actuals_batch ON operation_actuals (batch, operation, id);
+    """
+    + _append_only("operation_actuals"),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -205,6 +222,30 @@ class AlarmTransition:
     detail: str | None = None
     audit_seq: int | None = None  # the audit entry recording this transition, if any
     priority: str | None = None  # low / medium / high (the KPIs' priority distribution)
+
+
+@frozen
+class Actual:
+    """The actual start or end of one operation of a batch, as a technician recorded it."""
+
+    batch: str
+    operation: str
+    event: str  # "start" | "end"
+    time: float  # when it happened
+    recorded_at: float
+    user_id: str
+    comment: str | None
+    audit_seq: int  # the signed audit entry
+    id: int | None = None
+
+
+def current_actuals(actuals: Iterable[Actual]) -> dict[tuple[str, str], dict[str, Actual]]:
+    """(batch, operation) -> {"start": ..., "end": ...}: the latest record of each event wins
+    (an earlier one was corrected)."""
+    out: dict[tuple[str, str], dict[str, Actual]] = {}
+    for a in actuals:
+        out.setdefault((a.batch, a.operation), {})[a.event] = a
+    return out
 
 
 @frozen
@@ -579,6 +620,37 @@ class Store:
             (t, t),
         ).fetchall()
         return [AlarmTransition(*row) for row in rows]
+
+    # -- actual start and end of batch operations ----------------------------------------------
+
+    def record_actual(self, actual: Actual) -> Actual:
+        """Append one actual (a later record of the same event corrects an earlier one)."""
+        with self.transaction() as c:
+            cur = c.execute(
+                "INSERT INTO operation_actuals (batch, operation, event, time, recorded_at, "
+                "user_id, comment, audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    actual.batch,
+                    actual.operation,
+                    actual.event,
+                    actual.time,
+                    actual.recorded_at,
+                    actual.user_id,
+                    actual.comment,
+                    actual.audit_seq,
+                ),
+            )
+        return attrs.evolve(actual, id=cur.lastrowid)
+
+    def actuals(self, batch: str | None = None) -> list[Actual]:
+        """Every actual recorded (of one batch), in the order recorded."""
+        where, args = ("", ()) if batch is None else (" WHERE batch = ?", (batch,))
+        rows = self.conn.execute(
+            "SELECT batch, operation, event, time, recorded_at, user_id, comment, audit_seq, id "
+            f"FROM operation_actuals{where} ORDER BY id",
+            args,
+        ).fetchall()
+        return [Actual(*row) for row in rows]
 
     # -- alarm state that survives a restart ---------------------------------------------------
 
