@@ -19,11 +19,13 @@ from floorctl.alarms.cli import parse_assignments
 from floorctl.alarms.cli import register_commands as register_alarm_commands
 from floorctl.batches import register_commands as register_batch_commands
 from floorctl.config import Config, ConfigError, load_config
+from floorctl.demo import register_commands as register_demo_commands
 from floorctl.kinds import KindRegistry
 from floorctl.model import Quality, Reading
 from floorctl.pluginmanager import collect_kinds, get_plugin_manager, plugin_names
 from floorctl.scheduler.cli import register_commands as register_schedule_commands
 from floorctl.store.cli import register_commands as register_store_commands
+from floorctl.tui.cli import register_commands as register_tui_commands
 
 DEFAULT_CONFIG = "devices.toml"
 
@@ -548,6 +550,8 @@ def simulate(
 register_store_commands(cli)
 register_schedule_commands(cli)
 register_alarm_commands(cli)
+register_demo_commands(cli)
+register_tui_commands(cli)
 register_batch_commands(cli)
 
 

@@ -1,0 +1,43 @@
+"""Text for people: times, ages, durations (pure; the screens share them)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+_UNTIL = re.compile(r"until (\d+(?:\.\d+)?)")
+
+
+def clock_time(t: float | None) -> str:
+    """Local wall-clock time of a UNIX time, to the second ("-" when unknown)."""
+    if t is None:
+        return "-"
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def date_time(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def age(seconds: float | None) -> str:
+    """A duration, short: 42s, 7m, 3.2h, 2.0d ("-" when unknown)."""
+    if seconds is None:
+        return "-"
+    s = max(0.0, seconds)
+    if s < 120:
+        return f"{s:.0f}s"
+    if s < 7200:
+        return f"{s / 60:.0f}m"
+    if s < 172800:
+        return f"{s / 3600:.1f}h"
+    return f"{s / 86400:.1f}d"
+
+
+def shelf_until(detail: str | None) -> float | None:
+    """The end of a shelf from a shelve transition's detail (``role supervisor; until T``)."""
+    if not detail:
+        return None
+    m = _UNTIL.search(detail)
+    return float(m.group(1)) if m else None
