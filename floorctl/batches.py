@@ -136,6 +136,7 @@ def iso(t: float) -> str:
 
 def register_commands(cli: click.Group) -> None:
     cli.add_command(batch)
+    cli.add_command(batch_record)
 
 
 @click.group("batch")
@@ -251,3 +252,116 @@ def list_actuals(batch_id: str | None, db_path: str, as_json: bool) -> None:
             f"{a.batch:<10} {a.operation:<16} {a.event:<5} {iso(a.time)}  by {a.user_id:<8} "
             f"audit {a.audit_seq}{note}{mark}"
         )
+
+
+@click.command("batch-record")
+@click.argument("batch_id", metavar="BATCH")
+@click.option(
+    "--plan",
+    "plan_path",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The plan the batch was scheduled from (docs/planning.md).",
+)
+@click.option(
+    "--schedule",
+    "schedule_path",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The schedule it ran on (JSON).",
+)
+@click.option(
+    "-c",
+    "--config",
+    "file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="The floor's devices.toml (default: the plan's `floor`).",
+)
+@click.option(
+    "--db",
+    "db_path",
+    default=None,
+    envvar="FLOORCTL_DB",
+    type=click.Path(dir_okay=False, exists=True),
+    help="The record store (default: devices.toml's [floor] store).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True
+)
+@click.option(
+    "--out",
+    "out",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write here instead of stdout.",
+)
+@click.pass_obj
+def batch_record(
+    obj: Any, batch_id: str, plan_path: str, schedule_path: str, file: str | None,
+    db_path: str | None, fmt: str, out: str | None,
+) -> None:  # fmt: skip
+    """The batch environmental record QA reviews before release: per operation, the room, unit
+    and time window, every point's min / mean / max and time outside its limits, alarms with
+    their signatures, data gaps, weighings, autoclave cycles and audit entries; verdict lines and
+    what needs QA's attention (docs/batch-record.md). Exit 0 clean, 1 items need attention,
+    2 bad input."""
+    from pathlib import Path
+
+    from floorctl import batchrecord
+    from floorctl.limits import resolve_limits
+    from floorctl.scheduler import ScheduleFileError, read_schedule
+    from floorctl.scheduler.plan import PlanError, load_plan
+    from floorctl.store.db import Store, StoreError
+
+    try:
+        problem = load_plan(plan_path, floor=file)
+        schedule = read_schedule(schedule_path)
+    except (PlanError, ScheduleFileError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    floor_file = file or problem_floor(plan_path)
+    if floor_file is None:
+        raise click.UsageError("the plan names no floor: give -c devices.toml")
+    config = obj.load(str(floor_file))
+    store_path = db_path or config.floor.store_path(config.path)
+    if store_path is None or not Path(store_path).exists():
+        raise click.UsageError(
+            f"no record store: give --db (devices.toml's [floor] store is {store_path})"
+        )
+    try:
+        with Store(store_path) as store:
+            rec = batchrecord.gather(
+                batch_id, config=config, problem=problem, schedule=schedule, store=store,
+                limits=resolve_limits(config, obj.kinds), now=time.time(),
+            )  # fmt: skip
+            text = {
+                "md": batchrecord.to_markdown,
+                "json": batchrecord.to_json,
+                "html": lambda r: batchrecord.to_html(r, store),
+            }[fmt](rec)
+    except batchrecord.RecordError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if out:
+        Path(out).write_text(text + "\n", encoding="utf-8")
+        click.echo(f"{batch_id}: {len(rec.attention)} item(s) need attention; written to {out}")
+    else:
+        click.echo(text)
+    sys.exit(0 if rec.clean else 1)
+
+
+def problem_floor(plan_path: str) -> Any:
+    """The devices.toml a plan names (its ``[plan] floor``, relative to the plan)."""
+    import tomllib
+    from pathlib import Path
+
+    try:
+        doc = tomllib.loads(Path(plan_path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    floor = doc.get("plan", {}).get("floor")
+    return None if not isinstance(floor, str) else Path(plan_path).parent / floor
