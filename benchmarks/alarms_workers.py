@@ -17,6 +17,10 @@ Roles:
   publishes an excursion to the probe topic, the second times the matching message on the
   reply topic (the daemon's alarm topic, or the relay's echo topic),
   then a return to normal, ``samples`` times.
+- ``daemon``: ``floorctl run`` (its CLI's ``main``, in this process) with experimental
+  patches applied first (``PATCHES`` below): proposed floorctl fixes measured before anyone
+  edits floorctl/. Only for ``benchmarks/alarms.py --patch``; the benchmark proper runs the
+  installed ``floorctl`` script.
 """
 
 from __future__ import annotations
@@ -195,6 +199,11 @@ async def probe(args: dict[str, Any]) -> None:
     or ``rtn-unack`` (return) and whose ``last.value`` is the value published; its ``last.time``
     (the transition) and ``time`` (the payload built) split the time into inbound and outbound.
     ``mode`` "raw": the reply is the relay's echo of the same payload.
+
+    The operator's connection also subscribes to the probe topic itself (when an idle client
+    has the excursion: the broker's hop) and, in daemon mode, to the probe point's state
+    message (its ``receive_time``: when the daemon's mqtt_json handler had the message), so
+    the inbound time splits further (wall clock; one machine, one clock).
     """
     import aiomqtt
 
@@ -207,6 +216,8 @@ async def probe(args: dict[str, Any]) -> None:
     gap: tuple[float, float] = tuple(args["gap"])  # type: ignore[assignment]
     timeout: float = args["timeout"]
     topic, reply = args["probe_topic"], args["reply_topic"]
+    point_topic: str | None = args.get("point_topic")
+    seen: dict[tuple[str, float], float] = {}  # (what, value) -> wall time
     waiting: dict[tuple[str, float], asyncio.Future[tuple[float, float, dict[str, Any]]]] = {}
     loop = asyncio.get_running_loop()
     published = 0
@@ -230,6 +241,9 @@ async def probe(args: dict[str, Any]) -> None:
         ) as client,
     ):
         await client.subscribe(reply, qos=1)
+        await client.subscribe(topic, qos=1)
+        if point_topic:
+            await client.subscribe(point_topic, qos=1)
 
         async def listen() -> None:
             async for m in client.messages:
@@ -238,6 +252,13 @@ async def probe(args: dict[str, Any]) -> None:
                 try:
                     doc = json.loads(m.payload)  # type: ignore[arg-type]
                 except ValueError:
+                    continue
+                if m.topic.value == topic:  # the excursion itself, as an idle client gets it
+                    seen[("broker", round(float(doc["dp"]), 6))] = wall
+                    continue
+                if point_topic and m.topic.value == point_topic:
+                    if doc.get("value") is not None and doc.get("receive_time"):
+                        seen[("handler", round(float(doc["value"]), 6))] = doc["receive_time"]
                     continue
                 k = key_of(doc)
                 fut = waiting.pop(k, None) if k is not None else None
@@ -251,10 +272,8 @@ async def probe(args: dict[str, Any]) -> None:
             want = ("unack" if kind == "exc" else "rtn-unack") if mode == "daemon" else kind
             fut: asyncio.Future[tuple[float, float, dict[str, Any]]] = loop.create_future()
             waiting[(want, round(value, 6))] = fut
-            doc: dict[str, Any] = {"dp": value, "kind": kind}
             t_wall = time.time()
-            doc["t_pub"] = t_wall
-            payload = json.dumps(doc, separators=(",", ":"))
+            payload = json.dumps({"dp": value, "kind": kind, "t_pub": t_wall})
             t0 = time.perf_counter()
             await pub.publish(topic, payload, qos=1)
             t_call = time.perf_counter()
@@ -270,12 +289,22 @@ async def probe(args: dict[str, Any]) -> None:
                 "latency": t1 - t0,
                 "publish_call": t_call - t0,
             }
+            v = round(value, 6)
+            if ("broker", v) in seen:
+                out["broker_hop"] = seen.pop(("broker", v)) - t_wall
             if mode == "daemon":
                 last = got.get("last") or {}
-                # wall-clock splits (same machine, same clock): publish -> transition decided
-                # -> alarm payload built -> received by the probe
-                out["inbound"] = float(last.get("time", wall1)) - t_wall
-                out["build"] = float(got.get("time", wall1)) - float(last.get("time", wall1))
+                # wall-clock splits (same machine, same clock): publish -> the daemon's handler
+                # has the message -> transition decided -> alarm payload built -> received
+                t_trans = float(last.get("time", wall1))
+                out["inbound"] = t_trans - t_wall
+                if ("handler", v) not in seen:
+                    await asyncio.sleep(0.15)  # the point state goes out in 0.1 s rounds
+                if ("handler", v) in seen:
+                    t_handler = seen.pop(("handler", v))
+                    out["to_handler"] = t_handler - t_wall
+                    out["handler_to_transition"] = t_trans - t_handler
+                out["build"] = float(got.get("time", wall1)) - t_trans
                 out["outbound"] = wall1 - float(got.get("time", wall1))
             return out
 
@@ -287,8 +316,10 @@ async def probe(args: dict[str, Any]) -> None:
         rng = random.Random(args.get("seed", 1))
         results: list[dict[str, Any]] = []
         c0, t_start = cpu_seconds(), time.perf_counter()
+        # a floor far behind answers in seconds: stop at max_seconds with what there is
+        limit = t_start + float(args.get("max_seconds") or 1e9)
         i = 0
-        while i < warmup + samples and not stop.is_set():
+        while i < warmup + samples and not stop.is_set() and time.perf_counter() < limit:
             for kind, base in (("exc", EXCURSION), ("rtn", NORMAL)):
                 r = await one(kind, base + (i % 15_000) * STEP)
                 if r is not None and i >= warmup:
@@ -309,13 +340,17 @@ async def probe(args: dict[str, Any]) -> None:
             "latency_ms": ms(percentiles([r["latency"] for r in ok], (50, 90, 99))),
             "publish_call_ms": ms(percentiles([r["publish_call"] for r in ok], (50, 99))),
         }
+        parts = ["broker_hop"]
         if mode == "daemon":
-            for part in ("inbound", "build", "outbound"):
-                out[f"{part}_ms"] = ms(percentiles([r[part] for r in ok], (50, 90, 99)))
+            parts += ["inbound", "to_handler", "handler_to_transition", "build", "outbound"]
+        for part in parts:
+            values = [r[part] for r in ok if part in r]
+            out[f"{part}_ms"] = ms(percentiles(values, (50, 90, 99))) | {"n": len(values)}
         return out
 
     emit(
         "result",
+        cut_short=i < warmup + samples,
         published=published,
         seconds=seconds,
         cpu_s=cpu,
@@ -335,12 +370,81 @@ def ms(p: dict[str, float]) -> dict[str, float]:
     return {k: v * 1e3 for k, v in p.items()}
 
 
+# --- patched daemon (experiments) -------------------------------------------------------------
+
+
+def _patch_inflight() -> None:
+    """No limit on unacknowledged QoS 1 messages (paho's default is 20), so an alarm is not
+    held behind a point-state round waiting for PUBACKs. The proposed fix: pass
+    ``max_inflight_messages`` in ``MqttHub._make_client``."""
+    from floorctl.hubs import mqtt
+
+    make = mqtt.MqttHub._make_client
+
+    def _make_client(self: Any) -> Any:
+        client = make(self)
+        client._client.max_inflight_messages_set(0)  # 0: no limit
+        return client
+
+    mqtt.MqttHub._make_client = _make_client  # type: ignore[method-assign]
+
+
+def _patch_storewake() -> None:
+    """The store writer wakes every 20 ms and drains its queue without blocking, instead of a
+    blocking ``get`` that each ``put`` of the event loop wakes (a GIL hand-over per reading).
+    The proposed fix: an Event set by a full batch, a submission or the stop."""
+    import queue
+
+    from floorctl.store import writer
+
+    def _take(self: Any) -> list[Any]:
+        items: list[Any] = []
+        deadline = time.monotonic() + self.flush_interval
+        while True:
+            while len(items) < self.batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                items.append(item)
+                if item is writer._STOP:
+                    while True:
+                        try:
+                            items.append(self._queue.get_nowait())
+                        except queue.Empty:
+                            return items
+                if item[0] == "submit":
+                    return items
+            if len(items) >= self.batch or time.monotonic() >= deadline:
+                return items
+            time.sleep(0.02)
+
+    writer.StoreWriter._take = _take  # type: ignore[method-assign]
+
+
+PATCHES = {"inflight": _patch_inflight, "storewake": _patch_storewake}
+
+
+def daemon(args: dict[str, Any]) -> None:
+    for name in args["patches"]:
+        if name not in PATCHES:
+            raise SystemExit(f"unknown patch {name!r} (known: {', '.join(PATCHES)})")
+        PATCHES[name]()
+    from floorctl.cli import main as floorctl_main
+
+    sys.argv = ["floorctl", *args["argv"]]
+    floorctl_main()
+
+
 # --- main ------------------------------------------------------------------------------------
 
 
 def main() -> None:
     role, raw = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "{}"
     args = json.loads(raw)
+    if role == "daemon":  # floorctl's CLI sets up its own logging
+        daemon(args)
+        return
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s"
     )
@@ -351,7 +455,7 @@ def main() -> None:
     elif role == "probe":
         asyncio.run(probe(args))
     else:
-        raise SystemExit(f"unknown role {role!r} (background, relay, probe)")
+        raise SystemExit(f"unknown role {role!r} (background, relay, probe, daemon)")
 
 
 if __name__ == "__main__":
