@@ -3,7 +3,7 @@
 Stable interface (the demo and the benchmarks build on it; additions only):
 
 - ``floorctl.tui.app.FloorApp(config, *, read_only=False, plan=None, schedule=None,
-  banner=None, source=None, clock=time.time)``: a ``textual.app.App``.
+  banner=None, source=None, clock=time.time, kinds=None)``: a ``textual.app.App``.
 
   - ``config``: the floor's :class:`floorctl.config.Config` (loaded with the kinds, so every
     device's points are known).
@@ -19,6 +19,8 @@ Stable interface (the demo and the benchmarks build on it; additions only):
     :class:`~floorctl.tui.source.RecordedSource` (a list of ``(topic, payload)`` messages,
     payloads as dicts or JSON bytes, plus canned query replies).
   - ``clock``: UNIX time now; tests freeze it.
+  - ``kinds``: the device kinds (a :class:`floorctl.kinds.KindRegistry`) that name each
+    device's commands; default: the installed plugins' kinds.
 
   Attributes for drivers of the app: ``state`` (:class:`floorctl.tui.state.FloorState`, the
   pure model), ``redraws`` (how many redraws ran), ``source_status``.

@@ -18,6 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.timer import Timer
 
 from floorctl.config import Config
+from floorctl.kinds import KindRegistry
 from floorctl.tui.commands import FloorCommands
 from floorctl.tui.messages import FloorUpdated, SourceEnded, SourceStatus
 from floorctl.tui.screens.alarms import AlarmsScreen
@@ -93,9 +94,12 @@ class FloorApp(App[None]):
         banner: str | None = None,
         source: StateSource | None = None,
         clock: Callable[[], float] = time.time,
+        kinds: KindRegistry | None = None,
     ) -> None:
         super().__init__()
         self.config = config
+        #: the device kinds (for each device's commands); default: the installed plugins'
+        self.kinds = kinds
         self.read_only = read_only
         self.plan_path = plan
         self.schedule_path = schedule

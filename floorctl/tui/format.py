@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 
@@ -15,7 +16,13 @@ def clock_time(t: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t))
 
 
-def date_time(t: float | None) -> str:
+def date_time(t: float | str | None) -> str:
+    """Local date and time of a UNIX time or an ISO 8601 text (the audit trail's)."""
+    if isinstance(t, str):
+        try:
+            t = dt.datetime.fromisoformat(t).timestamp()
+        except ValueError:
+            return t
     if t is None:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))

@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Static
 
 from floorctl.commands import CommandRequest, Signer
 from floorctl.config import Config
+from floorctl.kinds import KindRegistry
 from floorctl.publisher import Topics
 from floorctl.tui.format import age, clock_time
 from floorctl.tui.screens.base import FloorView
@@ -33,14 +34,15 @@ COLUMNS = (
 )
 
 
-def device_commands(config: Config) -> dict[str, dict[str, str]]:
+def device_commands(config: Config, kinds: KindRegistry | None) -> dict[str, dict[str, str]]:
     """Each device's commands (name -> what it does), from its kind's driver: a driver may offer
     fewer than its class (a gateway balance without a command topic has none), so ask an
     instance built without a hub, as ``floorctl device`` does."""
     from floorctl.driver import DeviceContext
     from floorctl.pluginmanager import collect_kinds, get_plugin_manager
 
-    kinds = collect_kinds(get_plugin_manager())
+    if kinds is None:
+        kinds = collect_kinds(get_plugin_manager())
     out: dict[str, dict[str, str]] = {}
     for dev in config.devices:
         kind = kinds.get(dev.kind)
@@ -76,7 +78,7 @@ class DevicesScreen(FloorView):
     @property
     def commands(self) -> dict[str, dict[str, str]]:
         if self._commands is None:
-            self._commands = device_commands(self.floor_app.config)
+            self._commands = device_commands(self.floor_app.config, self.floor_app.kinds)
         return self._commands
 
     def update_view(self, changes: frozenset[str]) -> None:
