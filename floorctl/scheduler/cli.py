@@ -13,6 +13,7 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 import signal
 import sys
 import textwrap
@@ -182,6 +183,7 @@ def result_document(problem: Problem, result: Result, options: SolveOptions) -> 
             "build": round(t.build, 3),
             "solve": round(t.solve, 3),
             "first_solution": None if t.first_solution is None else round(t.first_solution, 3),
+            "first_schedule": None if t.first_schedule is None else round(t.first_schedule, 3),
             "total": round(t.total, 3),
         }
     extra["violations"] = [v.as_dict() for v in result.violations]
@@ -319,9 +321,11 @@ class _Reporter:
             self.last = now
             obj = "-" if self.best is None else f"{self.best:.0f}"
             gap = "-" if p.gap is None else f"{100 * p.gap:.2f}%"
+            bound = "-" if not math.isfinite(p.bound) else f"{p.bound:.0f}"
+            source = "" if p.source == "cp-sat" else f"  ({p.source} schedule)"
             click.echo(
                 f"{p.elapsed:7.2f}s  solutions {p.solutions:3d}  objective {obj}  "
-                f"bound {p.bound:.0f}  gap {gap}",
+                f"bound {bound}  gap {gap}{source}",
                 err=True,
             )
 

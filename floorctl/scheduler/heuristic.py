@@ -14,6 +14,7 @@ deadlines are not enforced: a fallback schedule lists them among its violations.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from bisect import insort
 from collections import defaultdict
@@ -24,6 +25,8 @@ from floorctl.scheduler.schedule import Assignment
 
 #: the scheme gives up on an operation after this many ticks past its earliest start
 GIVE_UP = 10**6
+#: how often a batch is placed anew to meet its hard maximum lags
+MAX_LAG_RETRIES = 20
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -87,6 +90,9 @@ class _Timeline:
     def add(self, op: Operation, s: int, size: int, demand: int) -> None:
         insort(self.uses, (s, s + size, demand, op.headcount, op.id))
 
+    def remove(self, op_id: str) -> None:
+        self.uses = [u for u in self.uses if u[4] != op_id]
+
 
 def blocked_ticks(problem: Problem, rid: str, horizon_minutes: int) -> list[tuple[int, int]]:
     """A resource's unavailable windows on the grid: [floor(start), ceil(end)) ticks."""
@@ -142,19 +148,29 @@ def greedy(
     allowed: Mapping[str, Mapping[str, tuple[str, ...]]] | None = None,
     fixed: Mapping[str, Assignment] | None = None,
     horizon_minutes: int | None = None,
+    earliest: int = 0,
 ) -> list[Assignment] | None:
     """A schedule on the grid, or None if some operation found no resources at all.
 
+    Batches are placed one at a time (a run of one batch's operations in the topological
+    order). When the placement breaks a hard maximum lag inside the run, the run is taken out
+    again and placed anew with the earlier operation's start raised to what the lag needs
+    (up to :data:`MAX_LAG_RETRIES` times; what is still broken after that stays, and ``check``
+    lists it).
+
     :param allowed: per operation and requirement group, the candidates to use (the model's
         filtered lists); default: the requirement's candidates.
-    :param fixed: operations placed as given before the others (replanning: frozen ones).
+    :param fixed: operations placed as given before the others (replanning: frozen ones, and
+        the previous placement of batches that need not move).
+    :param earliest: minutes; operations not in ``fixed`` start at or after it (replanning:
+        now).
     """
     g = problem.grid
     fixed = fixed or {}
     h = (
         horizon_minutes
         or max(
-            [0]
+            [0, earliest]
             + [w.end for r in problem.resources for w in (*r.outages, *r.calendar) if w.end < 10**8]
             + [o.release for o in problem.operations]
             + [b.release for b in problem.batches]
@@ -173,7 +189,8 @@ def greedy(
     for p in problem.precedences:
         preds[p.after].append(p)
     start: dict[str, int] = {}
-    out: list[Assignment] = []
+    placed: dict[str, Assignment] = {}
+    used_by: dict[str, list[str]] = {}
 
     def place(op: Operation, s: int, chosen: list[tuple[str, tuple[str, ...]]]) -> None:
         size = ceil_div(op.duration, g)
@@ -186,32 +203,63 @@ def greedy(
                     used.setdefault(parent.id, 1)
         for rid, d in used.items():
             timeline(rid).add(op, s, size, d)
+        used_by[op.id] = list(used)
         start[op.id] = s
-        out.append(Assignment(op.id, op.batch, s * g, s * g + op.duration, tuple(chosen)))
+        placed[op.id] = Assignment(op.id, op.batch, s * g, s * g + op.duration, tuple(chosen))
+
+    def unplace(op: Operation) -> None:
+        for rid in used_by.pop(op.id):
+            timeline(rid).remove(op.id)
+        del start[op.id]
+        del placed[op.id]
 
     for oid, a in fixed.items():
         place(problem.operation(oid), a.start // g, list(a.resources))
 
-    for op in topological_order(problem):
-        if op.id in fixed:
-            continue
-        batch = problem.batch(op.batch)
-        est = ceil_div(max(op.release, batch.release), g)
-        for p in preds[op.id]:
-            before = problem.operation(p.before)
-            d = before.duration if p.relation is Relation.END_START else 0
-            est = max(est, start[p.before] + ceil_div(p.min_lag + d, g))
-        size = ceil_div(op.duration, g)
-        s = est
-        while True:
-            if s - est > GIVE_UP:
-                return None
-            chosen, retry = _choose(problem, op, s, size, allowed, timeline)
-            if chosen is not None:
-                place(op, s, chosen)
+    floor_tick = ceil_div(earliest, g)
+    order = [op for op in topological_order(problem) if op.id not in fixed]
+    runs = [list(run) for _, run in itertools.groupby(order, key=lambda o: o.batch)]
+    for run in runs:
+        in_run = {op.id for op in run}
+        raised: dict[str, int] = {}
+        for attempt in range(MAX_LAG_RETRIES + 1):
+            for op in run:
+                batch = problem.batch(op.batch)
+                est = max(
+                    floor_tick, ceil_div(max(op.release, batch.release), g), raised.get(op.id, 0)
+                )
+                for p in preds[op.id]:
+                    before = problem.operation(p.before)
+                    d = before.duration if p.relation is Relation.END_START else 0
+                    est = max(est, start[p.before] + ceil_div(p.min_lag + d, g))
+                size = ceil_div(op.duration, g)
+                s = est
+                while True:
+                    if s - est > GIVE_UP:
+                        return None
+                    chosen, retry = _choose(problem, op, s, size, allowed, timeline)
+                    if chosen is not None:
+                        place(op, s, chosen)
+                        break
+                    s = max(s + 1, retry)
+            late = False
+            for op in run:
+                for p in preds[op.id]:
+                    if p.max_lag is None or p.max_lag_penalty is not None:
+                        continue
+                    if p.before not in in_run:
+                        continue  # placed earlier (or fixed): it cannot move any more
+                    before = problem.operation(p.before)
+                    d = before.duration if p.relation is Relation.END_START else 0
+                    need = start[op.id] - (p.max_lag + d) // g
+                    if start[p.before] < need:
+                        raised[p.before] = max(raised.get(p.before, 0), need)
+                        late = True
+            if not late or attempt == MAX_LAG_RETRIES:
                 break
-            s = max(s + 1, retry)
-    return out
+            for op in run:
+                unplace(op)
+    return [placed[o.id] for o in problem.operations if o.id in placed]
 
 
 def _choose(

@@ -61,13 +61,18 @@ class Progress:
     """A progress report: a new solution (``solutions`` went up) or a better bound.
 
     ``objective`` and ``bound`` are in the solver's combined objective (docs/planning.md,
-    "Objective"); ``gap`` is relative, ``|objective - bound| / max(1, |objective|)``."""
+    "Objective"); ``gap`` is relative, ``|objective - bound| / max(1, |objective|)``.
+    ``source`` says whose schedule it is: ``cp-sat``, or before the solver's first solution
+    the heuristic's (``greedy``; replanning: ``repaired``, the previous schedule with the
+    batches that must move placed again), reported once, with ``solutions`` 0 and no bound
+    (``-inf``), when it breaks no hard constraint: it is what a cancel would return."""
 
     objective: float | None
     bound: float
     gap: float | None
     elapsed: float
     solutions: int
+    source: str = "cp-sat"
 
 
 @frozen
@@ -99,12 +104,15 @@ class Move:
 
 @frozen
 class Timings:
-    """Seconds: model building, the solve(s), until the first solution, in all."""
+    """Seconds: model building, the solve(s), until CP-SAT's first solution, in all; and
+    until the first schedule without hard violations (the heuristic's or CP-SAT's, whichever
+    came first: from then on the planner has an answer)."""
 
     build: float = 0.0
     solve: float = 0.0
     first_solution: float | None = None
     total: float = 0.0
+    first_schedule: float | None = None
 
 
 @frozen
