@@ -6,7 +6,9 @@ import datetime as dt
 import re
 import time
 
-_UNTIL = re.compile(r"until (\d+(?:\.\d+)?)")
+#: a shelf's end in a shelve transition's detail; a number in exponent form (``1.79e+09``)
+#: has lost its precision and is not used
+_UNTIL = re.compile(r"until (\d+(?:\.\d+)?)(?![\d.eE])")
 
 
 def clock_time(t: float | None) -> str:
@@ -43,7 +45,8 @@ def age(seconds: float | None) -> str:
 
 
 def shelf_until(detail: str | None) -> float | None:
-    """The end of a shelf from a shelve transition's detail (``role supervisor; until T``)."""
+    """The end of a shelf from a shelve transition's detail (``role supervisor; until T``);
+    None when it is not there in full precision."""
     if not detail:
         return None
     m = _UNTIL.search(detail)

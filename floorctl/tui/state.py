@@ -317,8 +317,12 @@ class FloorState:
         width = (until - since) / buckets
         sums = [0.0] * buckets
         counts = [0] * buckets
+
+        def bucket(t: float) -> int:  # tolerant of float error at bucket edges
+            return math.floor((t - since) / width + 1e-6)
+
         for start, avg in history:
-            i = int((start - since) // width)
+            i = bucket(start)
             if 0 <= i < buckets:
                 sums[i] += avg
                 counts[i] += 1
@@ -327,7 +331,7 @@ class FloorState:
         first = bisect.bisect_left(times, since)
         filled = {i for i in range(buckets) if counts[i]}
         for t, v in list(samples)[first:]:
-            i = int((t - since) // width)
+            i = bucket(t)
             if 0 <= i < buckets and i not in filled:
                 sums[i] += v
                 counts[i] += 1
@@ -391,6 +395,8 @@ class FloorState:
             text = f"{n:+.1f}"
         elif quantity in (Quantity.PARTICLES_0_5, Quantity.PARTICLES_5_0):
             text = f"{n:,.0f}"
+        elif quantity in (Quantity.DOWNFLOW_VELOCITY, Quantity.INFLOW_VELOCITY):
+            text = f"{n:.2f}"
         else:
             text = f"{n:.1f}"
         if pv.unit:

@@ -48,7 +48,9 @@ def last_text(alarm: Alarm, now: float) -> str:
         parts.append(f"by {last['user']}")
     if cause == "shelve" or alarm.state == "shelved":
         until = shelf_until(last.get("detail"))
-        if until is not None:
+        if until is None:
+            parts.append(f"at {clock_time(alarm.since)} (end time not published)")
+        else:
             left = until - now
             parts.append(
                 f"until {clock_time(until)} (in {age(left)})"

@@ -43,6 +43,8 @@ class FloorScreen(FloorView):
         #: (device, point) -> [(bucket start, avg)] from the history query
         self.history: dict[tuple[str, str], list[tuple[float, float]]] = {}
         self.history_note = ""
+        #: the sparklines shown: (point, sparkline, its range label)
+        self.sparks: list[tuple[tuple[str, str], Sparkline, Label]] = []
 
     def body(self) -> Iterable[Widget]:
         rooms = [r for r in self.floor_app.config.rooms if r.within is None]
@@ -105,15 +107,14 @@ class FloorScreen(FloorView):
     def _build_sparks(self) -> None:
         box = self.query_one("#sparks", VerticalScroll)
         box.remove_children()
+        self.sparks = []
         rows = []
-        for i, (_key, label) in enumerate(self._spark_points()):
+        for key, label in self._spark_points():
+            spark = Sparkline([], classes="spark")
+            rng = Label("", classes="spark-range")
+            self.sparks.append((key, spark, rng))
             rows.append(
-                Horizontal(
-                    Label(label, classes="spark-label"),
-                    Sparkline([], id=f"spark-{i}", classes="spark"),
-                    Label("", id=f"spark-range-{i}", classes="spark-range"),
-                    classes="spark-row",
-                )
+                Horizontal(Label(label, classes="spark-label"), spark, rng, classes="spark-row")
             )
         if rows:
             box.mount_all(rows)
@@ -128,13 +129,8 @@ class FloorScreen(FloorView):
         now = app.clock()
         title = self.query_one("#spark-title", Label)
         title.update(f"{self.selected}: the last hour (1-minute buckets) {self.history_note}")
-        for i, (key, _label) in enumerate(self._spark_points()):
+        for key, spark, rng in self.sparks:
             data = app.state.series(key, self.history.get(key, ()), now - HOUR, now, BUCKETS)
-            try:
-                spark = self.query_one(f"#spark-{i}", Sparkline)
-                rng = self.query_one(f"#spark-range-{i}", Label)
-            except Exception:  # rows are being rebuilt
-                return
             spark.data = data
             if data:
                 unit = app.state.points.get(key)
