@@ -69,8 +69,8 @@ async def retained(
                         message = await asyncio.wait_for(anext(client.messages), settle)
                     except TimeoutError:
                         return out
-                    if not message.retain:
-                        continue
+                    if not message.retain or not message.topic.matches(topic_filter):
+                        continue  # amqtt also sends retained messages of others' filters
                     try:
                         body = json.loads(bytes(message.payload))  # type: ignore[arg-type]
                     except ValueError:

@@ -342,7 +342,7 @@ def register_commands(cli: click.Group) -> None:
         default="demo",
         show_default=True,
         metavar="FILE",
-        help="Scenario TOML for the simulators (or a built-in name: demo, smoke).",
+        help="Scenario TOML for the simulators, or a built-in name (demo: the demo floor's).",
     )
     @click.option(
         "--speed",
