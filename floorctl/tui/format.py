@@ -51,3 +51,8 @@ def shelf_until(detail: str | None) -> float | None:
         return None
     m = _UNTIL.search(detail)
     return float(m.group(1)) if m else None
+
+
+def number(v: float) -> str:
+    """A value for a table: four significant digits, big counts with thousands separators."""
+    return f"{v:,.0f}" if abs(v) >= 10_000 else f"{v:.4g}"

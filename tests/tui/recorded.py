@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
 PLAN = ROOT / "examples" / "plans" / "demo" / "facility.toml"
 SCHEDULE = DATA / "demo-schedule.json"
+#: the schedule as the snapshots show it (they run from the repository's root)
+SCHEDULE_SHOWN = Path("tests/tui/data/demo-schedule.json")
 #: Wed 5 Mar 2025 12:00 in the plan's time zone (America/New_York, UTC-5 then)
 NOW = dt.datetime(2025, 3, 5, 17, 0, tzinfo=dt.UTC).timestamp()
 P = "floorctl/demo"
@@ -144,41 +146,53 @@ def messages(config: Config) -> list[tuple[str, Any]]:
             out.append(_device(config, d.id, "comm-loss", 5300, errors=3))
         else:
             out.append(_device(config, d.id, "online", 5400))
-    values = {
-        ("thp-ante", "t"): 19.1,
-        ("thp-ante", "rh"): 41.0,
-        ("thp-ante", "dp"): 12.4,
-        ("thp-buffer", "t"): 19.3,
-        ("thp-buffer", "rh"): 43.5,
-        ("thp-buffer", "dp"): 3.2,
-        ("thp-hd", "t"): 19.0,
-        ("thp-hd", "rh"): 40.2,
-        ("thp-hd", "dp"): -11.8,
-        ("pc-buffer", "counts_0_5"): 120_400.0,
-        ("pc-buffer", "counts_5_0"): 310.0,
-        ("pc-hd", "counts_0_5"): 80_100.0,
-        ("pc-hd", "counts_5_0"): 120.0,
-        ("pc-laf-1", "counts_0_5"): 1_400.0,
-        ("pc-laf-1", "counts_5_0"): 0.0,
-        ("pc-bsc-1", "counts_0_5"): 2_100.0,
-        ("pc-bsc-1", "counts_5_0"): 0.0,
-        ("logger-corridor", "t"): 21.4,
-        ("logger-corridor", "rh"): 38.0,
-        ("laf-1", "downflow"): 0.45,
-        ("laf-2", "downflow"): 0.44,
-        ("bsc-1", "downflow"): 0.33,
-        ("bsc-1", "inflow"): 0.52,
-        ("bsc-2", "downflow"): 0.31,
-        ("bsc-2", "inflow"): 0.50,
-    }
-    for (device, point), value in values.items():
-        d = config.device(device)
-        assert d is not None
-        f = d.get_field(point)
-        assert f is not None
-        quality = "stale" if device == "thp-hd" else "good"
-        out.append(_point(device, point, value, f.unit, quality))
-    out += [
+    out += [_point(d, p, v, _unit(config, d, p), _quality(d)) for (d, p), v in VALUES.items()]
+    return out + _alarms_and_rooms()
+
+
+def _unit(config: Config, device: str, point: str) -> str | None:
+    d = config.device(device)
+    assert d is not None
+    f = d.get_field(point)
+    assert f is not None
+    return f.unit
+
+
+def _quality(device: str) -> str:
+    return "stale" if device == "thp-hd" else "good"
+
+
+VALUES = {
+    ("thp-ante", "t"): 19.1,
+    ("thp-ante", "rh"): 41.0,
+    ("thp-ante", "dp"): 12.4,
+    ("thp-buffer", "t"): 19.3,
+    ("thp-buffer", "rh"): 43.5,
+    ("thp-buffer", "dp"): 3.2,
+    ("thp-hd", "t"): 19.0,
+    ("thp-hd", "rh"): 40.2,
+    ("thp-hd", "dp"): -11.8,
+    ("pc-buffer", "counts_0_5"): 120_400.0,
+    ("pc-buffer", "counts_5_0"): 310.0,
+    ("pc-hd", "counts_0_5"): 80_100.0,
+    ("pc-hd", "counts_5_0"): 120.0,
+    ("pc-laf-1", "counts_0_5"): 1_400.0,
+    ("pc-laf-1", "counts_5_0"): 0.0,
+    ("pc-bsc-1", "counts_0_5"): 2_100.0,
+    ("pc-bsc-1", "counts_5_0"): 0.0,
+    ("logger-corridor", "t"): 21.4,
+    ("logger-corridor", "rh"): 38.0,
+    ("laf-1", "downflow"): 0.45,
+    ("laf-2", "downflow"): 0.44,
+    ("bsc-1", "downflow"): 0.33,
+    ("bsc-1", "inflow"): 0.52,
+    ("bsc-2", "downflow"): 0.31,
+    ("bsc-2", "inflow"): 0.50,
+}
+
+
+def _alarms_and_rooms() -> list[tuple[str, Any]]:
+    out = [
         _alarm("thp-buffer", "dp", "buffer", "unack", "action", "high", 40, 3.2, limit=5.0),
         _alarm("pc-buffer", "counts_0_5", "buffer", "acked", "alert", "low", 900, 120_400.0),
         _alarm("thp-hd", "_comm", "hd-buffer", "unack", "action", "high", 94, 1.0),
@@ -243,12 +257,13 @@ def history(args: dict[str, Any]) -> dict[str, Any]:
     since, until, n = float(args["since"]), float(args["until"]), int(args["buckets"])
     width = (until - since) / n
     seed = sum(map(ord, f"{args['device']}/{args['point']}"))
+    level = VALUES.get((args["device"], args["point"]), 10.0) or 1.0
     series = []
     for i in range(n - 1):  # the current minute comes from live values
         if 20 <= i < 25:
             continue
-        avg = 10 + 3 * math.sin((i + seed) / 6)
-        series.append([since + i * width, avg - 0.5, avg, avg + 0.5, 12])
+        avg = level * (1 + 0.2 * math.sin((i + seed) / 6))
+        series.append([since + i * width, avg * 0.95, avg, avg * 1.05, 12])
     return {
         "v": 1,
         "id": "h",

@@ -79,7 +79,7 @@ async def test_floor_tiles_stale_values_and_sparklines() -> None:
         data = list(spark.data or [])
         # 59 history buckets minus a 5-bucket gap, plus the live value of the current minute
         assert len(data) == 55 and data[-1] == 3.2
-        assert str(label.content) == "3.2..12.97 Pa (55/60 min)"
+        assert str(label.content) == "2.56..3.833 Pa (55/60 min)"
 
 
 async def test_alarm_lists_filter_and_read_only() -> None:

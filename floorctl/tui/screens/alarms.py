@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Input, TabbedContent, TabPane
 from floorctl.alarms.actions import ACTIONS, AlarmRequest
 from floorctl.commands import Signer
 from floorctl.publisher import Topics
-from floorctl.tui.format import age, clock_time, shelf_until
+from floorctl.tui.format import age, clock_time, number, shelf_until
 from floorctl.tui.screens.base import FloorView
 from floorctl.tui.screens.signature import SignatureModal, SignRequest
 from floorctl.tui.state import Alarm
@@ -65,7 +65,7 @@ def last_text(alarm: Alarm, now: float) -> str:
 
 
 def row_of(alarm: Alarm, now: float) -> tuple[str, ...]:
-    value = "-" if alarm.value is None else f"{alarm.value:.4g}"
+    value = "-" if alarm.value is None else number(alarm.value)
     return (
         (alarm.priority or "-").upper(),
         alarm.id,

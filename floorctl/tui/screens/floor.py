@@ -13,6 +13,7 @@ from textual.widgets import Label, Sparkline, Static
 
 from floorctl.client import ClientError
 from floorctl.limits import Quantity
+from floorctl.tui.format import number
 from floorctl.tui.screens.base import FloorView
 from floorctl.tui.widgets.room_tile import RoomTile
 
@@ -135,7 +136,8 @@ class FloorScreen(FloorView):
             if data:
                 unit = app.state.points.get(key)
                 u = f" {unit.unit}" if unit is not None and unit.unit else ""
-                rng.update(f"{min(data):.4g}..{max(data):.4g}{u} ({len(data)}/{BUCKETS} min)")
+                lo, hi = number(min(data)), number(max(data))
+                rng.update(f"{lo}..{hi}{u} ({len(data)}/{BUCKETS} min)")
             else:
                 rng.update("no data in the last hour")
 
