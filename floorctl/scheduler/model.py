@@ -841,7 +841,10 @@ def solve(
     solver = cp_model.CpSolver()
     params = _parameters(options, arcs=len(built.arcs))
     solver.parameters.merge_text_format(params)
-    if previous is not None:  # a room out of service makes the old plan an infeasible hint
+    if previous is not None and first_schedule is None:
+        # the hint is the previous plan itself, which a room out of service makes infeasible.
+        # Not with a feasible repaired hint: it is not needed, and on a 150-batch replan
+        # repair_hint aborted the process in 9.15 ("Check failed: heuristics.fixed_search")
         solver.parameters.repair_hint = True
         solver.parameters.hint_conflict_limit = 100
     if options.log:
