@@ -31,7 +31,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 import click
@@ -47,7 +47,8 @@ if TYPE_CHECKING:  # the daemon, amqtt and the simulators load only when the dem
     from floorctl.daemon import Floor
     from floorctl.demo_broker import EmbeddedBroker
     from floorctl.kinds import KindRegistry
-    from floorctl.model import Quantity, Reading
+    from floorctl.limits import Quantity
+    from floorctl.model import Reading
     from floorctl.store.users import ScryptParams
 
 __all__ = [
@@ -321,6 +322,25 @@ class AlarmPrinter:
         )
 
 
+def demo_app_class() -> type:
+    """The floor's UI as the demo runs it: Ctrl-C quits (and so stops the demo) instead of
+    Textual's hint to press Ctrl-Q, as a terminal user expects of a command in the
+    foreground."""
+    from textual.binding import Binding
+
+    from floorctl.tui import app as tui_app
+    from floorctl.tui.app import FloorApp
+
+    class DemoApp(FloorApp):
+        # Textual resolves a relative CSS path against the module of the class that runs
+        CSS_PATH = Path(tui_app.__file__).with_name(str(FloorApp.CSS_PATH))
+        BINDINGS: ClassVar[list[Any]] = [
+            Binding("ctrl+c", "quit", "Quit", show=False, priority=True)
+        ]
+
+    return DemoApp
+
+
 def _plan_default(file: str) -> Path | None:
     """The scheduler's demo plan next to the demo floor's devices.toml, if it is there."""
     plan = Path(file).resolve().parent / "examples" / "plans" / "demo" / "facility.toml"
@@ -525,8 +545,6 @@ async def _with_ui(
     speed: float,
     plan: Path | None,
 ) -> int:
-    from floorctl.tui.app import FloorApp
-
     click.echo("demo: starting the broker, the simulators and the daemon ...", err=True)
     async with running_demo(
         file, obj.pm, obj.kinds, workdir=workdir, broker=broker, scenario=scenario, speed=speed
@@ -534,10 +552,12 @@ async def _with_ui(
         lines: list[str] = []
         _describe(demo, lines.append)
         log.info("%s", "\n".join(lines))
-        app = FloorApp(demo.config, plan=plan, schedule=workdir / "schedule.json", banner=banner())
+        app = demo_app_class()(
+            demo.config, plan=plan, schedule=workdir / "schedule.json", banner=banner()
+        )
         _stop_on_signals(app.exit)
         await app.run_async()
     for line in lines:
         click.echo(line)
     click.echo("demo: stopped")
-    return 0
+    return app.return_code or 0
