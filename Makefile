@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install -q -e '.[test]'
 	@touch $@
 
-## mosquitto: make sure the broker binary exists (tests and the demo start their own brokers)
+## mosquitto: make sure the broker binary exists (the tests start their own brokers with it)
 mosquitto:
 	@if command -v mosquitto >/dev/null 2>&1 && command -v mosquitto_pub >/dev/null 2>&1; then exit 0; fi; \
 	if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
@@ -52,9 +52,11 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-## demo: private broker + simulated devices + the daemon printing what it sees (scripts/demo.sh)
-demo: venv mosquitto
-	bash scripts/demo.sh
+## demo: `floorctl demo`: embedded broker, simulated devices, the daemon and the terminal UI (no
+## mosquitto needed); e.g. make demo DEMO_ARGS=--headless (no terminal: readings and alarms printed)
+DEMO_ARGS ?=
+demo: venv
+	$(VENV)/bin/floorctl demo $(DEMO_ARGS)
 
 clean:
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +

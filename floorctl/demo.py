@@ -4,7 +4,7 @@ One process, one event loop, in this order:
 
 1. an embedded MQTT broker (amqtt, :mod:`floorctl.demo_broker`) on a free 127.0.0.1 port,
    unless ``--broker HOST:PORT`` names a real one;
-2. a temporary store with the demo users (:data:`DEMO_USERS`), as ``scripts/demo.sh`` made;
+2. a temporary store with the demo users (:data:`DEMO_USERS`);
 3. the floor's protocol-true simulators (``floorctl simulate FILE --scenario demo``) on free
    ports, passed to devices.toml through ``FLOORCTL_MODBUS_PORT``, ``FLOORCTL_MODBUS_PORT_2``
    and ``FLOORCTL_SICS_PORT``;
