@@ -38,6 +38,7 @@ import platform
 import random
 import re
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -83,11 +84,15 @@ class RunResult:
     bound: int | None
     proved_optimal: bool
     wall_s: float
-    first_s: float | None
+    first_s: float | None  # the first schedule the call reported, whoever found it
     first_makespan: int | None
     reach_s: float | None  # first solution with makespan <= the best-known UB
     solver_wall_s: float | None = None
     error: str | None = None
+    #: product: who found the first schedule (``greedy`` heuristic or ``cp-sat``), and when
+    #: CP-SAT's own first solution came
+    first_source: str | None = None
+    first_cpsat_s: float | None = None
 
 
 class _Timeline:
@@ -167,6 +172,8 @@ def run_plain(
         first_makespan=timeline.first[1] if timeline.first else None,
         reach_s=timeline.reach,
         solver_wall_s=solver.wall_time,
+        first_source="cp-sat" if timeline.first else None,
+        first_cpsat_s=timeline.first[0] if timeline.first else None,
     )
 
 
@@ -179,12 +186,13 @@ def run_product(
     from floorctl.scheduler.result import Progress, SolveOptions, Status
 
     problem = to_problem(instance)  # not timed: the adapter stands in for the plan loader
-    seen: list[tuple[float, float]] = []  # (seconds since the call, combined objective)
+    # (seconds since the call, combined objective, source); bound-only reports are skipped
+    seen: list[tuple[float, float, str]] = []
     t0 = time.perf_counter()
 
     def progress(p: Progress) -> None:
-        if p.objective is not None and (not seen or p.solutions > len(seen)):
-            seen.append((time.perf_counter() - t0, p.objective))
+        if p.objective is not None:
+            seen.append((time.perf_counter() - t0, p.objective, getattr(p, "source", "cp-sat")))
 
     options = SolveOptions(time_limit=time_limit, workers=workers, seed=seed)
     result = solve(problem, options, progress=progress)
@@ -200,7 +208,7 @@ def run_product(
     first = seen[0] if seen else None
     reach = None
     if target is not None:
-        reach = next((t for t, obj in seen if round(obj / scale) <= target), None)
+        reach = next((t for t, obj, _ in seen if round(obj / scale) <= target), None)
     bound = None if result.bound is None else math.ceil(result.bound / scale - 1e-6)
     return RunResult(
         status=str(result.status),
@@ -213,6 +221,8 @@ def run_product(
         reach_s=reach,
         solver_wall_s=result.timings.solve,
         error=None,
+        first_source=first[2] if first else None,
+        first_cpsat_s=next((t for t, _, src in seen if src == "cp-sat"), None),
     )
 
 
@@ -280,6 +290,10 @@ def summarise(rows: Sequence[dict[str, Any]], model: str) -> dict[str, Any]:
         "max_first_s": max(
             (r["first_s"] for r, _ in runs if r["first_s"] is not None), default=None
         ),
+        "median_first_cpsat_s": _median(
+            r["first_cpsat_s"] for r, _ in runs if r.get("first_cpsat_s") is not None
+        ),
+        "first_from_heuristic": sum(1 for r, _ in runs if r.get("first_source") == "greedy"),
         "median_reach_s": _median(r["reach_s"] for r, _ in runs if r["reach_s"] is not None),
         "mean_first_gap_pct": _mean(
             gap_percent(r["first_makespan"], b["ub"]) or 0.0
@@ -351,6 +365,8 @@ TABLE_ROWS = (
     ("total time", "total_s", "s"),
     ("median time to first solution", "median_first_s", "s"),
     ("max time to first solution", "max_first_s", "s"),
+    ("  of which the heuristic's", "first_from_heuristic", ""),
+    ("median time to CP-SAT's first", "median_first_cpsat_s", "s"),
     ("median time to reach best-known", "median_reach_s", "s"),
     ("mean gap of the first solution", "mean_first_gap_pct", " %"),
 )
@@ -399,6 +415,24 @@ def _run_one(
         )
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured, and whether the scheduler's files differed from it (others edit
+    the tree while benchmarks run: a dirty scheduler means the numbers are for work in
+    progress)."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "floorctl/scheduler")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "scheduler_dirty": dirty.splitlines()}
+
+
 def machine() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -445,6 +479,7 @@ def run_set(
         "params_text": f"{time_limit:g} s, {workers} workers, random_seed {solver_seed}",
         "selection": selection,
         "loadavg_before": os.getloadavg(),
+        "code": code_version(),
         "instances": [],
     }
     rows: list[dict[str, Any]] = record["instances"]

@@ -40,6 +40,7 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import threading
@@ -59,6 +60,7 @@ for extra in (ROOT, ROOT / "examples"):
         sys.path.insert(0, str(extra))
 
 import plangen  # noqa: E402  (examples/plangen.py)
+from psplib import code_version  # noqa: E402  (benchmarks/psplib.py)
 
 from floorctl.scheduler import (  # noqa: E402
     Assignment,
@@ -266,24 +268,32 @@ def product_solve(
     previous: Schedule | None = None,
 ) -> tuple[Result, dict[str, Any]]:
     """``solve`` with a progress callback: the result and the measured times."""
-    solutions: list[tuple[float, float]] = []
+    solutions: list[tuple[float, float, str]] = []  # (s since the call, objective, source)
     lock = threading.Lock()
     t0 = time.perf_counter()
 
     def progress(p: Progress) -> None:
         if p.objective is not None:
             with lock:
-                solutions.append((time.perf_counter() - t0, p.objective))
+                solutions.append(
+                    (time.perf_counter() - t0, p.objective, getattr(p, "source", "cp-sat"))
+                )
 
     result = solve(problem, options, previous=previous, progress=progress)
     wall = time.perf_counter() - t0
     hard = [v for v in result.violations if v.hard]
     terms = attrs.asdict(result.objective)
+    cpsat = [x for x in solutions if x[2] == "cp-sat"]
     info = {
         "status": str(result.status),
         "wall_s": wall,
+        # the first schedule the call reported (the heuristic's counts: it breaks no hard
+        # constraint, and it is what a cancel would return), and CP-SAT's own first
         "first_s": solutions[0][0] if solutions else None,
+        "first_source": solutions[0][2] if solutions else None,
         "first_objective": solutions[0][1] if solutions else None,
+        "first_cpsat_s": cpsat[0][0] if cpsat else None,
+        "first_cpsat_objective": cpsat[0][1] if cpsat else None,
         "solutions": result.solutions,
         "objective": terms,
         "bound": result.bound,
@@ -293,7 +303,7 @@ def product_solve(
         "soft_violations": len(result.violations) - len(hard),
         "timings": attrs.asdict(result.timings),
         "parameters": result.parameters,
-        "history": [(round(t, 3), obj) for t, obj in solutions],
+        "history": [(round(t, 3), obj, src) for t, obj, src in solutions],
     }
     return result, info
 
@@ -481,41 +491,48 @@ def print_table(cases: Sequence[dict[str, Any]], time_limit: float, replan_limit
         f"\n503B plans: product vs plain CP-SAT model, {time_limit:g} s, replanning "
         f"{replan_limit:g} s (shared 2-core machine: noisy)"
     )
-    head = (
-        f"{'case':>10} {'ops':>5} {'greedy':>8} {'product 1st':>11} {'plain 1st':>10} "
-        f"{'ratio':>8} {'status':>9} {'own gap':>8} {'vs ref':>8} {'replan 1st':>10} "
-        f"{'replan':>9} {'moved':>6}"
+    click.echo(
+        f"{'case':>10} {'ops':>5} {'greedy':>8} {'1st sched':>10} {'CP-SAT 1st':>10} "
+        f"{'plain 1st':>10} {'ratio':>8} {'status':>9} {'own gap':>8} {'vs ref':>8} "
+        f"{'replan 1st':>10} {'replan':>9} {'moved':>6}"
     )
-    click.echo(head)
     for c in cases:
+        if c.get("crashed"):
+            click.echo(
+                f"{c['batches']:>4} x {c['weeks']}w  CRASHED (exit {c['returncode']}): "
+                + (c["stderr_tail"][-2] if len(c["stderr_tail"]) > 1 else "")
+            )
+            continue
         p, pl = c["product"], c["plain"]
         gap = p["own_gap_pct"]
         ref = c.get("gap_vs_reference_pct")
         rep = c.get("replan", {}).get("product", {})
         click.echo(
             f"{c['batches']:>4} x {c['weeks']}w {c['size']['operations']:>5} "
-            f"{c['greedy']['wall_s']:>7.3f}s {_s(p['first_s']):>11} {_s(pl['first_s']):>10} "
-            f"{_ratio(p['first_s'], pl['first_s']):>8} {p['status']:>9} "
-            f"{'-' if gap is None else f'{gap:.2f}%':>8} "
+            f"{c['greedy']['wall_s']:>7.3f}s {_s(p['first_s']):>10} {_s(p['first_cpsat_s']):>10} "
+            f"{_s(pl['first_s']):>10} {_ratio(p['first_cpsat_s'], pl['first_s']):>8} "
+            f"{p['status']:>9} {'-' if gap is None else f'{gap:.2f}%':>8} "
             f"{'-' if ref is None else f'{ref:.2f}%':>8} "
             f"{_s(rep.get('first_s')):>10} {rep.get('status', '-'):>9} "
             f"{rep.get('batches_moved', '-')!s:>6}"
         )
     for c in cases:
-        if c["batches"] != 60:
+        if c["batches"] != 60 or c.get("crashed"):
             continue
         p = c["product"]
         rep = c.get("replan", {}).get("product", {})
-        first = p["first_s"]
+        first, cpsat = p["first_s"], p["first_cpsat_s"]
         gap = p["own_gap_pct"]
+        met = first is not None and first <= TARGETS["first_feasible_s"]
         click.echo(
             f"target, 60 batches: first feasible <= {TARGETS['first_feasible_s']:g} s: "
-            f"{_s(first)} -> {'MET' if first is not None and first <= 1.0 else 'NOT MET'}"
+            f"{_s(first)} ({p['first_source']}; CP-SAT's own first {_s(cpsat)}) -> "
+            f"{'MET' if met else 'NOT MET'}"
         )
         click.echo(
             f"target, 60 batches: gap <= {TARGETS['gap_pct']:g} % at {time_limit:g} s "
             f"(own bound): {'-' if gap is None else f'{gap:.2f} %'} -> "
-            f"{'MET' if gap is not None and gap <= 2.0 else 'NOT MET'}"
+            f"{'MET' if gap is not None and gap <= TARGETS['gap_pct'] else 'NOT MET'}"
         )
         ok = (
             rep.get("first_s") is not None
@@ -525,8 +542,8 @@ def print_table(cases: Sequence[dict[str, Any]], time_limit: float, replan_limit
         )
         click.echo(
             f"target, 60 batches: replanning <= {TARGETS['replan_s']:g} s: "
-            f"first repaired schedule {_s(rep.get('first_s'))}, status {rep.get('status')} "
-            f"-> {'MET' if ok else 'NOT MET'}"
+            f"first repaired schedule {_s(rep.get('first_s'))} ({rep.get('first_source')}), "
+            f"status {rep.get('status')} -> {'MET' if ok else 'NOT MET'}"
         )
 
 
@@ -560,6 +577,7 @@ def print_table(cases: Sequence[dict[str, Any]], time_limit: float, replan_limit
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), default=RESULTS, show_default=True
 )
+@click.option("--child-out", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 def main(
     cases: str,
     seed: int,
@@ -571,8 +589,12 @@ def main(
     outage_room: str,
     keep: Path | None,
     out: Path,
+    child_out: Path | None,
 ) -> None:
-    """Measure the scheduler on generated 503B plans against a plain CP-SAT model."""
+    """Measure the scheduler on generated 503B plans against a plain CP-SAT model.
+
+    Each case runs in a child process (this script with ``--child-out``): a failed CHECK
+    inside CP-SAT aborts its process, and the run then records the crash and goes on."""
     parsed: list[tuple[int, int]] = []
     for item in cases.split(","):
         b, sep, w = item.strip().partition("x")
@@ -581,46 +603,75 @@ def main(
                 f"{item!r}: expected BATCHESxWEEKS, e.g. 60x3", param_hint="--cases"
             )
         parsed.append((int(b), int(w)))
+    if child_out is not None:  # one case, in this process; the parent collects it
+        with tempfile.TemporaryDirectory(prefix="floorctl-schedule-") as tmp:
+            (b, w) = parsed[0]
+            case = run_case(
+                b,
+                w,
+                seed,
+                time_limit,
+                reference_time,
+                replan_limit,
+                workers,
+                solver_seed,
+                outage_room,
+                keep or Path(tmp),
+            )
+        child_out.write_text(json.dumps(case, default=str))
+        return
     click.echo(
         f"schedule benchmark: OR-Tools {ortools.__version__}, {os.cpu_count()} CPUs, shared "
         "machine (others run tests at the same time): numbers are noisy."
     )
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    code = code_version()
+    params = locals_params(
+        seed, time_limit, reference_time, replan_limit, workers, solver_seed, outage_room
+    ) | {"code": code}
     results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="floorctl-schedule-") as tmp:
-        workdir = keep or Path(tmp)
-        for b, w in parsed:
-            click.echo(f"case {b} batches x {w} weeks", err=True)
-            results.append(
-                run_case(
-                    b,
-                    w,
-                    seed,
-                    time_limit,
-                    reference_time,
-                    replan_limit,
-                    workers,
-                    solver_seed,
-                    outage_room,
-                    workdir,
-                )
-            )
-            _write(
-                out,
-                started,
-                results,
-                locals_params(
-                    seed,
-                    time_limit,
-                    reference_time,
-                    replan_limit,
-                    workers,
-                    solver_seed,
-                    outage_room,
-                ),
-            )
+    for b, w in parsed:
+        click.echo(f"case {b} batches x {w} weeks", err=True)
+        args = [
+            f"--cases={b}x{w}",
+            f"--seed={seed}",
+            f"--time-limit={time_limit}",
+            f"--reference-time={reference_time}",
+            f"--replan-limit={replan_limit}",
+            f"--workers={workers}",
+            f"--solver-seed={solver_seed}",
+            f"--outage-room={outage_room}",
+        ]
+        if keep is not None:
+            args.append(f"--keep={keep}")
+        results.append(run_child(args, b, w))
+        _write(out, started, results, params)
     print_table(results, time_limit, replan_limit)
     click.echo(f"\nwrote {out}")
+
+
+def run_child(args: Sequence[str], batches: int, weeks: int) -> dict[str, Any]:
+    """Run one case in a child process; its stderr goes through, its last lines are kept."""
+    with tempfile.TemporaryDirectory(prefix="floorctl-schedule-case-") as tmp:
+        result_path = Path(tmp) / "case.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), *args, f"--child-out={result_path}"]
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        tail: list[str] = []
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            tail = [*tail[-19:], line.rstrip()]
+        rc = proc.wait()
+        if rc == 0 and result_path.exists():
+            return dict(json.loads(result_path.read_text()))
+    click.echo(f"  case {batches}x{weeks}: the child process failed (exit {rc})", err=True)
+    return {
+        "batches": batches,
+        "weeks": weeks,
+        "crashed": True,
+        "returncode": rc,
+        "stderr_tail": tail,
+    }
 
 
 def locals_params(
@@ -658,6 +709,7 @@ def _write(
             "cpus": os.cpu_count(),
             "note": "shared machine: 2 cores, other engineers ran tests at the same time",
         },
+        "code": params.pop("code", None),
         "params": params,
         "targets": TARGETS,
         "cases": list(cases),
