@@ -105,24 +105,31 @@ class ScheduleReview(ModalScreen[bool]):
         with Vertical(id="review"):
             yield Static("Regenerated schedule: review before accepting", id="review-title")
             yield Static(result_summary(r), id="review-summary")
-            if not self.has_previous:
-                n = 0 if r.schedule is None else len(r.schedule.assignments)
-                yield Static(f"no current schedule to compare with: {n} operations, all new")
-            elif not r.moves:
-                yield Static("nothing moved against the current schedule", id="review-nomoves")
-            else:
-                yield Static(f"{len(r.moves)} change(s) against the current schedule:")
-                table: DataTable[str] = DataTable(id="review-moves", cursor_type="row")
-                table.add_columns("Batch", "Operation", "What", "From", "To", "Why")
-                for m in r.moves:
-                    table.add_row(
-                        m.batch, m.operation, m.what, m.old or "-", m.new or "-", m.reason
+            with VerticalScroll(id="review-body"):
+                if not self.has_previous:
+                    n = 0 if r.schedule is None else len(r.schedule.assignments)
+                    yield Static(f"no current schedule to compare with: {n} operations, all new")
+                elif not r.moves:
+                    yield Static("nothing moved against the current schedule", id="review-nomoves")
+                else:
+                    yield Static(f"{len(r.moves)} change(s) against the current schedule:")
+                    table: DataTable[str] = DataTable(id="review-moves", cursor_type="row")
+                    table.add_columns("Batch", "Operation", "What", "From", "To", "Why")
+                    for m in r.moves:
+                        table.add_row(
+                            m.batch, m.operation, m.what, m.old or "-", m.new or "-", m.reason
+                        )
+                    yield table
+                for v in r.violations[:8]:
+                    yield Static(v.format(), classes="review-violation")
+                if len(r.violations) > 8:
+                    yield Static(
+                        f"... and {len(r.violations) - 8} more", classes="review-violation"
                     )
-                yield table
-            for v in r.violations[:8]:
-                yield Static(v.format(), classes="review-violation")
-            where = str(self.target) if self.target else "this session only (no --schedule file)"
-            yield Static(f"Accept writes: {where}", classes="muted")
+                where = (
+                    str(self.target) if self.target else "this session only (no --schedule file)"
+                )
+                yield Static(f"Accept writes: {where}", classes="muted")
             with Horizontal(id="review-buttons"):
                 yield Button(
                     "Accept", variant="success", id="review-accept", disabled=r.schedule is None
