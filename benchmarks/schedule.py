@@ -12,6 +12,11 @@ measures:
   its own gap (against CP-SAT's bound, which is weak on scheduling models, scheduling guide
   §2), hard violations of the schedule it returns. The greedy heuristic's own time is reported
   too (it is the product's fallback answer).
+- **batch-alone bound**: every batch solved alone by the product (10 s each, to optimality):
+  the latest of those earliest finishes bounds the makespan from below, the sum of their
+  least tardiness bounds tier 1 (a relaxation: nothing else competes). It sees the 14-day
+  holds and the shifts, which CP-SAT's bound does not; the product's gap against it is the
+  second gap reported, and the target uses the better of the two proved bounds.
 - **reference**: the same solve with a longer limit (``--reference-time``); the 30 s
   objective's gap to that run's best objective is a second, fairer view of "gap at 30 s".
 - **plain** (the raw-library baseline): a plain CP-SAT model of the same loaded problem,
@@ -328,6 +333,62 @@ def moved(previous: Schedule, schedule: Schedule) -> dict[str, Any]:
     }
 
 
+def batch_alone_bound(problem: Problem, time_limit: float, workers: int) -> dict[str, Any]:
+    """An independent lower bound: every batch solved alone (the product's own solve on a
+    problem with only that batch: no other batch competes for rooms, people or changeovers,
+    so its earliest finish there is a lower bound of its finish in any full schedule).
+
+    ``makespan_min``: the latest of those finishes (a bound of the makespan, which CP-SAT's
+    bound does not see: the 14-day holds and the shifts); ``tier1``: the sum of the
+    batches' least weighted tardiness alone. None where a batch was not solved to optimality.
+    """
+    t0 = time.perf_counter()
+    finishes: dict[str, int] = {}
+    tier1 = 0
+    unproved: list[str] = []
+    for b in problem.batches:
+        ops = problem.operations_by_batch[b.id]
+        ids = {o.id for o in ops}
+        alone = attrs.evolve(
+            problem,
+            batches=(b,),
+            operations=ops,
+            precedences=tuple(p for p in problem.precedences if p.after in ids),
+            changeovers=(),
+        )
+        result = solve(alone, SolveOptions(time_limit=time_limit, workers=workers, seed=1))
+        if str(result.status) != "optimal" or result.schedule is None:
+            unproved.append(b.id)
+            continue
+        end = result.schedule.makespan
+        finishes[b.id] = end
+        if b.due is not None:
+            tier1 += b.priority * max(0, end - b.due)
+    return {
+        "wall_s": time.perf_counter() - t0,
+        "makespan_min": max(finishes.values()) if finishes and not unproved else None,
+        "tier1": tier1 if not unproved else None,
+        "unproved_batches": unproved,
+    }
+
+
+def gap_vs_bound(info: Mapping[str, Any], bound: Mapping[str, Any], grid: int) -> float | None:
+    """The product's combined objective against the batch-alone bound, in %: with no tier-1
+    cost on either side the objective is ``W2 x makespan ticks + changeover ticks``, so the
+    bound is ``W2 x the bound's makespan ticks`` (changeover >= 0). None otherwise."""
+    terms = info["objective"]
+    if info["status"] not in ("optimal", "feasible") or bound["makespan_min"] is None:
+        return None
+    if terms["weighted_tardiness"] or terms["soft_penalty"] or terms["moves"] or bound["tier1"]:
+        return None
+    ms_ticks = -(-terms["makespan"] // grid)
+    if not ms_ticks:
+        return None
+    w2 = (terms["value"] - -(-terms["changeover"] // grid)) / ms_ticks
+    lb = w2 * -(-bound["makespan_min"] // grid)
+    return 100.0 * (terms["value"] - lb) / terms["value"]
+
+
 # --- one case ------------------------------------------------------------------------------------
 
 
@@ -378,6 +439,16 @@ def run_case(
     result, info = product_solve(problem, options)
     case["product"] = info
     echo(f"  product {time_limit:g} s: {_brief(info)}", err=True)
+
+    alone = batch_alone_bound(problem, 10.0, workers)
+    case["batch_alone_bound"] = alone
+    case["gap_vs_batch_alone_bound_pct"] = gap_vs_bound(info, alone, problem.grid)
+    echo(
+        f"  batch-alone bound: makespan >= {alone['makespan_min']} min, tier 1 >= "
+        f"{alone['tier1']} ({alone['wall_s']:.1f} s); product's gap against it: "
+        f"{case['gap_vs_batch_alone_bound_pct']}",
+        err=True,
+    )
 
     plain = plain_solve(problem, time_limit, workers, solver_seed)
     case["plain"] = plain.record()
@@ -493,7 +564,7 @@ def print_table(cases: Sequence[dict[str, Any]], time_limit: float, replan_limit
     )
     click.echo(
         f"{'case':>10} {'ops':>5} {'greedy':>8} {'1st sched':>10} {'CP-SAT 1st':>10} "
-        f"{'plain 1st':>10} {'ratio':>8} {'status':>9} {'own gap':>8} {'vs ref':>8} "
+        f"{'plain 1st':>10} {'ratio':>8} {'status':>9} {'own gap':>8} {'vs LB':>8} {'vs ref':>8} "
         f"{'replan 1st':>10} {'replan':>9} {'moved':>6}"
     )
     for c in cases:
@@ -506,13 +577,15 @@ def print_table(cases: Sequence[dict[str, Any]], time_limit: float, replan_limit
         p, pl = c["product"], c["plain"]
         gap = p["own_gap_pct"]
         ref = c.get("gap_vs_reference_pct")
+        lb = c.get("gap_vs_batch_alone_bound_pct")
         rep = c.get("replan", {}).get("product", {})
         click.echo(
             f"{c['batches']:>4} x {c['weeks']}w {c['size']['operations']:>5} "
             f"{c['greedy']['wall_s']:>7.3f}s {_s(p['first_s']):>10} {_s(p['first_cpsat_s']):>10} "
             f"{_s(pl['first_s']):>10} {_ratio(p['first_cpsat_s'], pl['first_s']):>8} "
             f"{p['status']:>9} {'-' if gap is None else f'{gap:.2f}%':>8} "
-            f"{'-' if ref is None else f'{ref:.2f}%':>8} "
+            f"{'-' if lb is None else f'{lb:.3f}%':>8} "
+            f"{'-' if ref is None else f'{ref:.3f}%':>8} "
             f"{_s(rep.get('first_s')):>10} {rep.get('status', '-'):>9} "
             f"{rep.get('batches_moved', '-')!s:>6}"
         )
@@ -529,10 +602,14 @@ def print_table(cases: Sequence[dict[str, Any]], time_limit: float, replan_limit
             f"{_s(first)} ({p['first_source']}; CP-SAT's own first {_s(cpsat)}) -> "
             f"{'MET' if met else 'NOT MET'}"
         )
+        lb = c.get("gap_vs_batch_alone_bound_pct")
+        best = min((g for g in (gap, lb) if g is not None), default=None)
         click.echo(
-            f"target, 60 batches: gap <= {TARGETS['gap_pct']:g} % at {time_limit:g} s "
-            f"(own bound): {'-' if gap is None else f'{gap:.2f} %'} -> "
-            f"{'MET' if gap is not None and gap <= TARGETS['gap_pct'] else 'NOT MET'}"
+            f"target, 60 batches: gap <= {TARGETS['gap_pct']:g} % at {time_limit:g} s: "
+            f"{'-' if best is None else f'{best:.3f} %'} against the best proved lower bound "
+            f"(CP-SAT's own: {'-' if gap is None else f'{gap:.2f} %'}, the batch-alone "
+            f"bound: {'-' if lb is None else f'{lb:.3f} %'}) -> "
+            f"{'MET' if best is not None and best <= TARGETS['gap_pct'] else 'NOT MET'}"
         )
         ok = (
             rep.get("first_s") is not None
