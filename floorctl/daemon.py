@@ -437,6 +437,7 @@ class Floor:
             "state": p.state.value,
             "severity": p.severity.value if p.severity else None,
             "value": p.value,
+            "shelf": None if p.shelf is None else attrs.asdict(p.shelf),
             "last": last.as_payload() if last is not None else None,
             "time": time.time(),
         }

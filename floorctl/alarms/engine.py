@@ -452,7 +452,7 @@ class AlarmPoint:
             shelf = self.shelf
             self.shelf = None
             out += self._apply(
-                Event.SHELF_EXPIRED, now, detail=f"shelved by {shelf.user} until {shelf.until:g}"
+                Event.SHELF_EXPIRED, now, detail=f"shelved by {shelf.user} until {shelf.until:.3f}"
             )
         if (
             c.realarm is not None
@@ -579,7 +579,7 @@ class AlarmPoint:
             now,
             user=user or None,
             comment=reason,
-            detail=f"role {role}; until {now + duration:g}",
+            detail=f"role {role}; until {now + duration:.3f}",
         )
 
     def unshelve(self, user: str, now: float, comment: str = "") -> list[Transition]:
