@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
 import os
 import signal
@@ -78,7 +79,7 @@ SNAPSHOT_INTERVAL = 10.0
 
 
 #: read-only requests on <prefix>/request/<kind> (docs/mqtt.md, Queries)
-QUERIES = ("history", "audit")
+QUERIES = ("history", "audit", "batch-record")
 HISTORY_MAX_BUCKETS = 1000
 AUDIT_MAX_ENTRIES = 500
 
@@ -633,7 +634,12 @@ class Floor:
         try:
             if self.store is None:
                 raise Refused("no-store", "this floor keeps no records ([floor] store is not set)")
-            result = await (self._history(doc) if kind == "history" else self._audit(doc))
+            handler = {
+                "history": self._history,
+                "audit": self._audit,
+                "batch-record": self._batch_record,
+            }[kind]
+            result = await handler(doc)
             device = result.pop("device", "")
             answer = reply(request_id, device, None, Status.DONE, query=kind, **result)
         except Refused as exc:
@@ -673,6 +679,37 @@ class Floor:
             "until": until,
             "series": [list(row) for row in series],
         }
+
+    async def _batch_record(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The batch environmental record (docs/batch-record.md) of ``batch`` from the plan and
+        schedule files named (paths on the daemon's machine)."""
+        from floorctl import batchrecord
+        from floorctl.scheduler import ScheduleFileError, read_schedule
+        from floorctl.scheduler.plan import PlanError, load_plan
+
+        batch, plan, sched = doc.get("batch"), doc.get("plan"), doc.get("schedule")
+        if not all(isinstance(x, str) and x for x in (batch, plan, sched)):
+            raise Refused("bad-request", "batch, plan and schedule: required (strings)")
+
+        def make(store: Any, _trail: Any) -> dict[str, Any]:
+            try:
+                problem = load_plan(plan, floor=self.config.path)
+                schedule = read_schedule(sched)
+                rec = batchrecord.gather(
+                    batch, config=self.config, problem=problem, schedule=schedule,
+                    store=store, limits=self.limits, now=time.time(),
+                )  # fmt: skip
+            except (PlanError, ScheduleFileError, batchrecord.RecordError, OSError) as exc:
+                raise Refused("bad-request", str(exc)) from None
+            return {
+                "batch": batch,
+                "clean": rec.clean,
+                "record": json.loads(batchrecord.to_json(rec)),
+                "markdown": batchrecord.to_markdown(rec),
+            }
+
+        assert self.store is not None
+        return await asyncio.wrap_future(self.store.submit(make))
 
     async def _audit(self, doc: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from floorctl.cli import Ctx, cli
+from floorctl.client import query
 from floorctl.model import Event, EventKind, Quality, Reading
 from floorctl.pluginmanager import get_plugin_manager
 from floorctl.scheduler import read_schedule
@@ -21,7 +22,7 @@ from floorctl.store.audit import AuditTrail
 from floorctl.store.db import Actual, AlarmTransition, Store
 from floorctl.store.users import Users
 
-from .floorkit import make_users
+from .floorkit import make_users, running_floor
 
 HERE = Path(__file__).parent.parent / "batchrecord"
 
@@ -177,3 +178,23 @@ def test_html_is_printable_with_a_trend_per_point_and_its_limits(floor) -> None:
 def test_bad_input_names_the_problem(floor) -> None:
     r = record(floor, "B9")
     assert r.exit_code == 2 and "no batch 'B9' in the plan (batches: B1, B2)" in r.output
+
+
+@pytest.mark.integration
+async def test_the_record_through_the_daemon(floor, mosquitto) -> None:
+    """Terminals get the same record with a query (they need no access to the store)."""
+    d, _ctx = floor
+    text = (d / "devices.toml").read_text()
+    text = text.replace("port = 1883", f"port = {mosquitto.port}")
+    text = text.replace('store = "floor.db"', f'store = "{d / "floor.db"}"')
+    async with running_floor(text) as (f, _seen):
+        args = {"batch": "B2", "plan": str(d / "plan.toml"), "schedule": str(d / "s.json")}
+        r = await query(f.config.state_connection, "floorctl/br", "batch-record", args)
+        assert r["status"] == "done", r
+        assert r["clean"] is True and r["record"]["batch"] == "B2"
+        assert "- every operation has signed actual start and end times" in r["markdown"]
+        r = await query(
+            f.config.state_connection, "floorctl/br", "batch-record", {**args, "batch": "B9"}
+        )
+        assert (r["status"], r["reason"]) == ("refused", "bad-request")
+        assert "no batch 'B9'" in r["error"]
