@@ -197,7 +197,7 @@ async def running_demo(
 
     :param workdir: an existing folder for the store (``floorctl.db``); the caller removes it.
     :param broker: a real broker's (host, port); None starts the embedded one.
-    :param scenario: a scenario file or built-in name (``demo``, ``smoke``); None: no faults.
+    :param scenario: a scenario file or built-in name (``demo``); None: no faults.
     :param speed: simulated seconds per real second (signals and the scenario's timeline;
         the daemon's alarm delays stay in real time).
     :param alarm_defaults: per-quantity alarm settings over devices.toml's (tests shorten
@@ -235,6 +235,8 @@ async def running_demo(
             users = asyncio.create_task(
                 asyncio.to_thread(create_demo_users, store_path, params=scrypt)
             )
+            # a thread cannot be cancelled: whatever happens next, wait until it is done
+            stack.push_async_callback(asyncio.gather, users, return_exceptions=True)
 
         stop_sims = asyncio.Event()
         sims_started = asyncio.Event()
@@ -256,6 +258,9 @@ async def running_demo(
                     await sims
             except TimeoutError:
                 log.warning("the simulators did not stop within %gs", STOP_TIMEOUT)
+            except Exception:  # it failed while running: said once, at the end
+                if started.done() and not started.cancelled():
+                    log.exception("the simulators failed")
 
         stack.push_async_callback(stop_simulators)
         started = asyncio.create_task(sims_started.wait())
@@ -277,6 +282,9 @@ async def running_demo(
                     await daemon
             except TimeoutError:
                 log.warning("the daemon did not stop within %gs", STOP_TIMEOUT)
+            except Exception:
+                if connected.done() and not connected.cancelled():
+                    log.exception("the daemon failed")
 
         stack.push_async_callback(stop_daemon)
         connected = asyncio.create_task(floor.state_hub.wait_connected(15))
@@ -285,7 +293,13 @@ async def running_demo(
             connected.cancel()
             daemon.result()
             raise DemoError("the daemon stopped as soon as it started")
-        await connected
+        try:
+            await connected
+        except TimeoutError:
+            raise DemoError(
+                f"the daemon could not connect to the MQTT broker {broker[0]}:{broker[1]} "
+                "within 15 s"
+            ) from None
         yield DemoFloor(
             config=config,
             floor=floor,
