@@ -435,16 +435,17 @@ def register_commands(cli: click.Group) -> None:
         if plan is None and not headless:
             plan = _plan_default(file)
         workdir = Path(tempfile.mkdtemp(prefix="floorctl-demo-"))
-        logfile = workdir / "demo.log"
+        root = logging.getLogger()
+        logfile: logging.Handler | None = None
         if headless:
             _setup_logging(verbose, False)
         else:  # the UI owns the terminal: log to a file
-            level = logging.DEBUG if verbose > 1 else logging.INFO
-            logging.basicConfig(
-                level=level,
-                filename=logfile,
-                format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+            logfile = logging.FileHandler(workdir / "demo.log")
+            logfile.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
             )
+            root.addHandler(logfile)
+            root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
             if verbose < 2:
                 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
         code = 1
@@ -485,9 +486,12 @@ def register_commands(cli: click.Group) -> None:
             else:
                 raise
         finally:
-            logging.shutdown()
+            if logfile is not None:
+                root.removeHandler(logfile)
+                logfile.close()
             if keep:
-                click.echo(f"demo: kept {workdir} (floorctl.db: `floorctl audit verify --db ...`)")
+                store = workdir / "floorctl.db"
+                click.echo(f"demo: kept {workdir}; the records: floorctl audit verify --db {store}")
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
         sys.exit(code)
