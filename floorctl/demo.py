@@ -25,6 +25,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -355,6 +356,55 @@ def demo_app_class() -> type:
     return DemoApp
 
 
+_DATE_TIME = re.compile(r"\b(\d{4}-\d{2}-\d{2})T(?=\d{2}:\d{2})")
+_PLAN_START = re.compile(r'^start\s*=\s*"?(\d{4}-\d{2}-\d{2})T', re.M)
+_PLAN_FLOOR = re.compile(r'^(floor\s*=\s*)"([^"]+)"', re.M)
+_PLAN_BATCHES = re.compile(r'^(batches\s*=\s*)"([^"]+)"', re.M)
+
+
+def rebase_plan(plan: Path, workdir: Path, today: dt.date) -> Path:
+    """A copy of ``plan`` (and its batches file) in ``workdir`` with every date moved by the
+    same number of days, so that the plan starts today at its own time of day and "now" falls
+    inside it; its ``floor`` made absolute. A plan without a ``start`` is returned as it is."""
+    text = plan.read_text(encoding="utf-8")
+    m = _PLAN_START.search(text)
+    if m is None:
+        return plan
+    offset = today - dt.date.fromisoformat(m.group(1))
+
+    def shift(t: str) -> str:
+        return _DATE_TIME.sub(
+            lambda d: (dt.date.fromisoformat(d.group(1)) + offset).isoformat() + "T", t
+        )
+
+    dst = workdir / "plan"
+    dst.mkdir(exist_ok=True)
+    text = _PLAN_FLOOR.sub(
+        lambda f: f'{f.group(1)}"{(plan.parent / f.group(2)).resolve().as_posix()}"', text
+    )
+    batches = _PLAN_BATCHES.search(text)
+    if batches is not None:
+        src = plan.parent / batches.group(2)
+        (dst / src.name).write_text(shift(src.read_text(encoding="utf-8")), encoding="utf-8")
+        text = _PLAN_BATCHES.sub(lambda b: f'{b.group(1)}"{src.name}"', text)
+    out = dst / plan.name
+    out.write_text(shift(text), encoding="utf-8")
+    return out
+
+
+def first_schedule(plan: Path, out: Path, time_limit: float = 5.0) -> str:
+    """Solve ``plan`` once (the demo's schedule to start from); returns a one-line summary."""
+    from floorctl.scheduler import SolveOptions, solve, write_schedule
+    from floorctl.scheduler.plan import load_plan
+
+    problem = load_plan(plan)
+    result = solve(problem, SolveOptions(time_limit=time_limit, workers=2))
+    if result.schedule is None:
+        return f"no schedule for {plan.name} ({result.status.value})"
+    write_schedule(out, result.schedule, problem)
+    return f"schedule of {len(problem.batches)} batches ({result.status.value}) in {out.name}"
+
+
 def _plan_default(file: str) -> Path | None:
     """The scheduler's demo plan next to the demo floor's devices.toml, if it is there."""
     plan = Path(file).resolve().parent / "examples" / "plans" / "demo" / "facility.toml"
@@ -564,15 +614,21 @@ async def _with_ui(
     plan: Path | None,
 ) -> int:
     click.echo("demo: starting the broker, the simulators and the daemon ...", err=True)
+    schedule = workdir / "schedule.json"
+    if plan is not None and plan == _plan_default(file):
+        # the demo plan is dated; move it to start today so "now" is inside it, and give the
+        # Schedule screen a schedule to start from
+        plan = rebase_plan(plan, workdir, dt.date.today())
+        click.echo("demo: planning the demo batches (a few seconds) ...", err=True)
+        summary = await asyncio.to_thread(first_schedule, plan, schedule)
+        log.info("demo: %s", summary)
     async with running_demo(
         file, obj.pm, obj.kinds, workdir=workdir, broker=broker, scenario=scenario, speed=speed
     ) as demo:
         lines: list[str] = []
         _describe(demo, lines.append)
         log.info("%s", "\n".join(lines))
-        app = demo_app_class()(
-            demo.config, plan=plan, schedule=workdir / "schedule.json", banner=banner()
-        )
+        app = demo_app_class()(demo.config, plan=plan, schedule=schedule, banner=banner())
         _stop_on_signals(app.exit)
         await app.run_async()
     for line in lines:
