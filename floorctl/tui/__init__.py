@@ -8,16 +8,19 @@ Stable interface (the demo and the benchmarks build on it; additions only):
   - ``config``: the floor's :class:`floorctl.config.Config` (loaded with the kinds, so every
     device's points are known).
   - ``read_only``: write actions (acknowledge, shelve, unshelve, reset, device commands,
-    regenerate / accept a schedule) are hidden and refused with a message.
+    regenerate / accept a schedule, record an actual start / end) are hidden and refused with a
+    message.
   - ``plan`` / ``schedule``: the plan (facility.toml) and the current schedule (JSON) for the
-    Schedule screen; accepting a regenerated schedule writes ``schedule`` atomically.
+    Schedule screen; accepting a regenerated schedule writes ``schedule`` atomically. The batch
+    view asks the daemon for a batch's record with both, as absolute paths.
   - ``banner``: one line shown on every screen (the demo puts its users' credentials there).
   - ``source``: a :class:`floorctl.tui.source.StateSource`. Default: a live
     :class:`~floorctl.tui.source.MqttSource` on ``config.state_connection`` reading the state
     topics under ``config.floor.prefix`` (status, stats, events, point/#, device/#, alarm/#,
     room/#; not the request topics, which carry signatures). Tests and snapshots pass a
     :class:`~floorctl.tui.source.RecordedSource` (a list of ``(topic, payload)`` messages,
-    payloads as dicts or JSON bytes, plus canned query replies).
+    payloads as dicts or JSON bytes, plus canned query replies: ``history``, ``audit``,
+    ``batch-record``).
   - ``clock``: UNIX time now; tests freeze it.
   - ``kinds``: the device kinds (a :class:`floorctl.kinds.KindRegistry`) that name each
     device's commands; default: the installed plugins' kinds.

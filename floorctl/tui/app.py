@@ -38,7 +38,7 @@ TICK_INTERVAL = 1.0
 
 #: the actions that change the floor or a file: hidden, and refused, in --read-only
 WRITE_ACTIONS = frozenset(
-    {"ack", "shelve", "unshelve", "reset", "device_command", "regenerate", "accept"}
+    {"ack", "shelve", "unshelve", "reset", "device_command", "regenerate", "accept", "actual"}
 )
 SCREENS = (
     ("floor", "1", "Floor"),

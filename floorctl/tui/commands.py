@@ -19,7 +19,9 @@ SCREEN_COMMANDS = (
     ("devices", "Screen: Devices", "connection state, counters, commands (4)"),
     ("audit", "Screen: Audit", "audit trail and chain verification (5)"),
 )
-#: (screen mode, action, title, help); write actions are left out in --read-only
+#: (screen mode, action, title, help); write actions are left out in --read-only. An action
+#: runs on the mode's top screen (the batch view, when open over the Schedule screen, has
+#: ``batch_view`` (refresh) and ``actual`` of its own).
 ACTION_COMMANDS = (
     ("alarms", "ack", "Alarm: Acknowledge", "the selected alarm, signed"),
     ("alarms", "shelve", "Alarm: Shelve", "the selected alarm for a while, signed"),
@@ -28,6 +30,19 @@ ACTION_COMMANDS = (
     ("alarms", "filter", "Alarms: Filter", "show only rows containing a text"),
     ("devices", "device_command", "Device: Run command", "tare, zero, ... signed"),
     ("schedule", "regenerate", "Schedule: Regenerate", "run the solver, then review"),
+    ("schedule", "batch_view", "Schedule: Batch record", "the selected batch's record, for QA (b)"),
+    (
+        "schedule",
+        "actual('start')",
+        "Batch: Record actual start",
+        "of the selected operation, signed (s)",
+    ),
+    (
+        "schedule",
+        "actual('end')",
+        "Batch: Record actual end",
+        "of the selected operation, signed (e)",
+    ),
     ("audit", "reload", "Audit: Reload and verify", "the newest entries, chain verified"),
     ("floor", "refresh_history", "Floor: Reload history", "the selected room's last hour"),
 )
@@ -43,7 +58,7 @@ class FloorCommands(Provider):
             for mode, title, help_text in SCREEN_COMMANDS
         ]
         for mode, action, title, help_text in ACTION_COMMANDS:
-            if not app.allows(action):
+            if not app.allows(action.split("(", 1)[0]):
                 continue
             out.append((title, help_text, partial(app.run_on_mode, mode, action)))
         return out

@@ -357,3 +357,61 @@ def recorded_app(
         source=source,
         clock=lambda: NOW,
     )
+
+
+# --- the batch record floor (tests/batchrecord/) ---------------------------------------------
+
+BR = ROOT / "tests" / "batchrecord"
+#: the plan and schedule as the batch-view tests give them (relative to the repository's root)
+BR_PLAN_SHOWN = Path("tests/batchrecord/plan.toml")
+BR_SCHEDULE_SHOWN = Path("tests/tui/data/br-schedule.json")
+#: the daemon's answer to the batch-record query for B1 of that floor, recorded by
+#: ``FLOORCTL_TUI_RECORD_DATA=1 pytest tests/tui/test_tui_batch_live.py`` (with its schedule)
+BR_REPLY = DATA / "batch-record-B1.json"
+#: when QA reviews the batch: just after the recorded answer was made (21 Nov 2026 13:18 UTC)
+BR_NOW = dt.datetime(2026, 11, 21, 13, 30, tzinfo=dt.UTC).timestamp()
+
+
+def batch_record(args: dict[str, Any]) -> dict[str, Any]:
+    """The batch-record query's answer: the recorded one for B1 when asked with the plan and
+    schedule files as absolute paths (what the daemon needs), else refused as the daemon
+    refuses."""
+    import json
+
+    plan, schedule = Path(str(args.get("plan"))), Path(str(args.get("schedule")))
+    if not (plan.is_absolute() and schedule.is_absolute()):
+        error = "plan and schedule: absolute paths expected by this recording"
+    elif (plan, schedule) != (BR / "plan.toml", DATA / "br-schedule.json"):
+        error = f"this recording has the batch record of {BR / 'plan.toml'} only"
+    elif args.get("batch") != "B1":
+        error = f"this recording has no batch record of {args.get('batch')!r}"
+    else:
+        reply: dict[str, Any] = json.loads(BR_REPLY.read_text(encoding="utf-8"))
+        return reply
+    return {"v": 1, "id": "r", "status": "refused", "reason": "bad-request", "error": error}
+
+
+def batch_app(*, read_only: bool = False, schedule: Path | None = BR_SCHEDULE_SHOWN) -> FloorApp:
+    """The batch record floor, recorded: its daemon online, the B1 record as the answer."""
+    config = load_config(str(BR / "devices.toml"), collect_kinds(get_plugin_manager()))
+    status = {
+        "v": 1,
+        "state": "online",
+        "floor": "br",
+        "version": "0.1.0",
+        "pid": 4711,
+        "since": BR_NOW - 7200,
+        "config_sha256": "0" * 64,
+        "time": BR_NOW - 7200,
+    }
+    source = RecordedSource(
+        [("floorctl/br/status", status)], replies={"batch-record": batch_record}
+    )
+    return FloorApp(
+        config,
+        read_only=read_only,
+        plan=BR_PLAN_SHOWN,
+        schedule=schedule,
+        source=source,
+        clock=lambda: BR_NOW,
+    )

@@ -11,9 +11,10 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, TabbedContent
 
 from floorctl.tui.app import FloorApp
+from floorctl.tui.screens.batch import BatchScreen
 from floorctl.tui.screens.floor import FloorScreen
 
-from .recorded import ROOT, SCHEDULE_SHOWN, recorded_app
+from .recorded import ROOT, SCHEDULE_SHOWN, batch_app, recorded_app
 
 pytestmark = pytest.mark.slow
 SIZE = (160, 48)
@@ -107,3 +108,24 @@ def test_help_read_only(snap_compare: Any) -> None:
     assert snap_compare(
         app(read_only=True), press=["2", "question_mark"], terminal_size=SIZE, run_before=settle
     )
+
+
+def test_batch_view(snap_compare: Any) -> None:
+    """B1's record as the daemon answered it (recorded: tests/tui/data/batch-record-B1.json),
+    opened from the Schedule screen."""
+
+    async def batch(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        await pilot.press("3")
+        await settle(pilot)
+        await pilot.press("b")
+        screen = pilot.app.screen
+        assert isinstance(screen, BatchScreen)
+        for _ in range(60):
+            if screen.record is not None and screen.query_one("#batch-ops", DataTable).row_count:
+                break
+            await pilot.pause(0.05)
+        assert screen.record is not None, screen.status
+        await settle(pilot)
+
+    assert snap_compare(batch_app(), terminal_size=SIZE, run_before=batch)

@@ -39,14 +39,21 @@ class FloorView(Screen[None]):
         self.refresh_floor(ALL_CHANGES)
 
     def refresh_floor(self, changes: frozenset[str]) -> None:
-        if not self.is_mounted:
+        bars = self.query(StatusBar)
+        if not self.is_mounted or not bars:  # not composed yet, or being torn down
             return
-        self.query_one(StatusBar).update_status()
+        bars.first().update_status()
         self.update_view(changes)
 
     def update_view(self, changes: frozenset[str]) -> None:
         """Redraw what depends on ``changes``."""
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # write actions are hidden in --read-only (the app's fallback keys say why)
+        # write actions are hidden in --read-only (the app's fallback keys say why; a screen's
+        # own hidden ``refuse_write`` binding on the same key says it for that screen's keys)
+        if action == "refuse_write":
+            return self.floor_app.read_only
         return self.floor_app.allows(action)
+
+    def action_refuse_write(self, what: str) -> None:
+        self.floor_app.refuse_write(what)

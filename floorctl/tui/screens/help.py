@@ -14,9 +14,10 @@ from textual.widgets import Static
 INTRO = (
     "floorctl terminal: a client of the floor's daemon (MQTT). Digits switch screens: "
     "1 Floor, 2 Alarms, 3 Schedule, 4 Devices, 5 Audit. ctrl+p opens the command palette "
-    "(screens, actions, themes). Write actions (acknowledge, shelve, device commands, "
-    "accepting a schedule) ask for your user id, password or PIN and a comment, and show "
-    "the daemon's answer."
+    "(screens, actions, themes). On the Schedule screen, b opens the selected batch's "
+    "environmental record. Write actions (acknowledge, shelve, device commands, the actual "
+    "start and end of an operation) ask for your user id, password or PIN and a comment, and "
+    "show the daemon's answer."
 )
 
 

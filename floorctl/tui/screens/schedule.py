@@ -1,6 +1,8 @@
-"""Schedule: the current schedule as a Gantt per room and unit, batch details, and
-"regenerate": the solver in a worker thread with live progress and cancel, then a review of
-what moved before the planner accepts it (written atomically to --schedule).
+"""Schedule: the current schedule as a Gantt per room and unit, batch details with their
+operations, and "regenerate": the solver in a worker thread with live progress and cancel, then
+a review of what moved before the planner accepts it (written atomically to --schedule). From
+here a batch's environmental record opens (the batch view), and a technician records the actual
+start and end of the selected operation (signed).
 """
 
 from __future__ import annotations
@@ -40,12 +42,14 @@ from floorctl.scheduler.schedule import dumps, schedule_to_dict
 from floorctl.tui import gantt
 from floorctl.tui.format import clock_time
 from floorctl.tui.screens.base import FloorView
+from floorctl.tui.screens.batch import BatchScreen, sign_actual
 
 #: seconds the solver may take when regenerating from the terminal
 SOLVE_TIME_LIMIT = 30.0
 #: seconds between progress lines drawn (the solver reports far more often)
 PROGRESS_INTERVAL = 0.2
 BATCH_COLUMNS = ("Batch", "Recipe", "Qty", "Release", "Due", "Deadline", "Start", "End", "Late")
+OPERATION_COLUMNS = ("Planned", "Operation", "Where")
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -155,6 +159,11 @@ class ScheduleScreen(FloorView):
         Binding("plus,equals_sign", "zoom(-1)", "Zoom in", id="schedule.zoom-in", key_display="+"),
         Binding("minus", "zoom(1)", "Zoom out", id="schedule.zoom-out", key_display="-"),
         Binding("n", "now", "Now", id="schedule.now"),
+        Binding("b", "batch_view", "Batch record", id="schedule.batch"),
+        Binding("s", "actual('start')", "Actual start", id="schedule.actual-start"),
+        Binding("s", "refuse_write('recording an actual start')", show=False),
+        Binding("e", "actual('end')", "Actual end", id="schedule.actual-end"),
+        Binding("e", "refuse_write('recording an actual end')", show=False),
     ]
 
     def __init__(self) -> None:
@@ -167,6 +176,10 @@ class ScheduleScreen(FloorView):
         self.solving: threading.Event | None = None
         self.last_result: Result | None = None
         self._last_progress = 0.0
+        #: the operations listed for the selected batch: (name, planned window and resources)
+        self._ops: list[tuple[str, str]] = []
+        #: what the operations list was drawn from: (batch, schedule object)
+        self._ops_of: tuple[str | None, Schedule | None] | None = None
 
     # --- loading -------------------------------------------------------------------------------
 
@@ -178,7 +191,11 @@ class ScheduleScreen(FloorView):
             table: DataTable[str] = DataTable(id="batch-table", cursor_type="row")
             table.add_columns(*BATCH_COLUMNS)
             yield table
-            yield Static("", id="batch-detail")
+            with Vertical(id="batch-side"):
+                yield Static("", id="batch-detail")
+                ops: DataTable[str] = DataTable(id="op-table", cursor_type="row")
+                ops.add_columns(*OPERATION_COLUMNS)
+                yield ops
 
     def on_mount(self) -> None:
         self.load()
@@ -311,37 +328,89 @@ class ScheduleScreen(FloorView):
             table.move_cursor(row=min(max(cursor, 0), len(problem.batches) - 1), animate=False)
         self._show_batch()
 
-    def on_data_table_row_highlighted(self, _: DataTable.RowHighlighted) -> None:
-        self._show_batch()
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "batch-table":
+            self._show_batch()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "batch-table":
+            event.stop()
+            self.action_batch_view()
+
+    def selected_batch(self) -> str | None:
+        problem = self.problem
+        table = self.query_one("#batch-table", DataTable)
+        if problem is None or not 0 <= table.cursor_row < len(problem.batches):
+            return None
+        return problem.batches[table.cursor_row].id
 
     def _show_batch(self) -> None:
         detail = self.query_one("#batch-detail", Static)
+        ops = self.query_one("#op-table", DataTable)
         problem = self.problem
-        table = self.query_one("#batch-table", DataTable)
+        batch = self.selected_batch()
         if (
-            problem is None
-            or not problem.batches
-            or not 0 <= table.cursor_row < len(problem.batches)
+            self._ops_of is not None
+            and self._ops_of[0] == batch
+            and self._ops_of[1] is self.schedule
         ):
+            return
+        self._ops_of = (batch, self.schedule)
+        cursor = ops.cursor_row
+        ops.clear()
+        self._ops = []
+        if problem is None or batch is None:
             detail.update("")
             return
-        b = problem.batches[table.cursor_row]
-        lines = [f"{b.id}: {b.recipe}, {b.quantity:g} units, priority {b.priority}"]
+        b = problem.batch(batch)
+        line = f"{b.id}: {b.recipe}, {b.quantity:g} units, priority {b.priority}"
         if b.hazardous:
-            lines[0] += ", hazardous drug"
+            line += ", hazardous drug"
         if self.schedule is None:
-            lines.append("not scheduled")
+            line += "; not scheduled"
         else:
             for a in self.schedule.assignments:
                 if a.batch != b.id:
                     continue
-                name = a.operation.split("/", 1)[-1]
-                used = ", ".join(a.used()) or "-"
-                lines.append(
-                    f"{problem.time(a.start):%d %b %H:%M}-{problem.time(a.end):%H:%M} "
-                    f"{name}: {used}"
+                name = (
+                    problem.operation(a.operation).name
+                    if a.operation in problem.operation_index
+                    else a.operation.split("/", 1)[-1]
                 )
-        detail.update("\n".join(lines))
+                when = f"{problem.time(a.start):%d %b %H:%M}-{problem.time(a.end):%H:%M}"
+                used = ", ".join(a.used()) or "-"
+                self._ops.append((name, f"planned {when}, {used}"))
+                ops.add_row(when, name, used, key=name)
+        detail.update(line)
+        if self._ops:
+            ops.move_cursor(row=min(max(cursor, 0), len(self._ops) - 1), animate=False)
+
+    # --- batch view and actuals ----------------------------------------------------------------
+
+    def action_batch_view(self) -> None:
+        batch = self.selected_batch()
+        if batch is None:
+            self.notify(self.message or "no batch selected", severity="warning")
+            return
+        self.app.push_screen(BatchScreen(batch))
+
+    def action_actual(self, event: str) -> None:
+        batch = self.selected_batch()
+        table = self.query_one("#op-table", DataTable)
+        if batch is None or not 0 <= table.cursor_row < len(self._ops):
+            self.notify(
+                "no operation selected: pick a scheduled batch, then its operation",
+                severity="warning",
+            )
+            return
+        name, where = self._ops[table.cursor_row]
+        sign_actual(
+            self.floor_app,
+            batch,
+            name,
+            event,
+            detail=f"Batch {batch}, operation {name}: {where}.",
+        )
 
     # --- window --------------------------------------------------------------------------------
 

@@ -1,16 +1,20 @@
-"""The signature modal: every write action (alarm actions, device commands) goes through it.
+"""The signature modal: every write action (alarm actions, device commands, actual start and
+end of batch operations) goes through it.
 
-It asks for the user id, the password or PIN (hidden) and the comment, sends the signed
-request, and shows the daemon's answer: accepted / done, or exactly why it was refused. The
-secret is cleared from the form as soon as it has been sent.
+It asks for the user id, the password or PIN (hidden) and the comment (and, where the action
+takes them, a duration or a time), sends the signed request, and shows the daemon's answer:
+accepted / done / recorded, or exactly why it was refused. The secret is cleared from the form
+as soon as it has been sent.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
-from attrs import frozen
+import click
+from attrs import field, frozen
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -18,6 +22,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
+from floorctl.alarms.cli import parse_when
 from floorctl.client import ClientError
 from floorctl.commands import Signer
 from floorctl.config import parse_duration
@@ -33,6 +38,12 @@ class SignRequest:
     :param choices: device commands: the commands to pick from (the choice goes to ``send``
         as ``args["command"]``).
     :param duration: shelving: ask for the duration (``args["duration"]``, seconds).
+    :param ask_time: actuals: ask for an optional time (``args["time"]``: UNIX seconds, None
+        when left empty, meaning now): an ISO date and time (UTC unless it says) or a duration
+        ago ("20m"), as ``floorctl batch start --at`` takes it.
+    :param accepted_as: the word an accepted reply is shown with ("recorded"; default: the
+        reply's status).
+    :param clock: UNIX time now, for a time given as a duration ago (the app's clock).
     """
 
     title: str
@@ -41,16 +52,21 @@ class SignRequest:
     comment_required: bool = False
     duration: str | None = None
     choices: tuple[tuple[str, str], ...] = ()
+    ask_time: bool = False
+    accepted_as: str | None = None
+    clock: Callable[[], float] = field(default=time.time)
 
 
-def describe_reply(reply: Mapping[str, Any]) -> tuple[bool, str]:
-    """(accepted, the sentence shown) for an alarm action's or a device command's reply."""
+def describe_reply(reply: Mapping[str, Any], accepted_as: str | None = None) -> tuple[bool, str]:
+    """(accepted, the sentence shown) for a signed request's reply (alarm action, device
+    command, actual); ``accepted_as`` replaces the status word of an accepted reply."""
     status = reply.get("status")
     seq = reply.get("audit_seq")
     entry = f" (audit entry {seq})" if seq is not None else ""
     if status in ("accepted", "done"):
         result = reply.get("result")
-        return True, f"{status}: {result}{entry}" if result else f"{status}{entry}"
+        word = accepted_as or status
+        return True, f"{word}: {result}{entry}" if result else f"{word}{entry}"
     reason = reply.get("reason")
     error = reply.get("error") or "no reason given"
     return False, f"{status} ({reason}): {error}{entry}" if reason else f"{status}: {error}{entry}"
@@ -88,6 +104,12 @@ class SignatureModal(ModalScreen[bool]):
                 yield Input(
                     value=r.duration, placeholder="duration: 30m, 2h, 90s", id="sign-duration"
                 )
+            if r.ask_time:
+                yield Input(
+                    placeholder="time (optional, empty: now): 2026-03-05T14:20 (UTC unless it "
+                    "says), or 20m (ago)",
+                    id="sign-time",
+                )
             yield Static("", id="sign-outcome")
             with Horizontal(id="sign-buttons"):
                 yield Button("Sign and send", variant="primary", id="sign-send")
@@ -98,7 +120,7 @@ class SignatureModal(ModalScreen[bool]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        order = ["sign-user", "sign-secret", "sign-comment", "sign-duration"]
+        order = ["sign-user", "sign-secret", "sign-comment", "sign-duration", "sign-time"]
         present = [i for i in order if self.query(f"#{i}")]
         ident = event.input.id or ""
         if ident in present and present.index(ident) < len(present) - 1:
@@ -146,6 +168,13 @@ class SignatureModal(ModalScreen[bool]):
             except ValueError as exc:
                 self._outcome(f"not sent: duration: {exc}", "refused")
                 return
+        if self.request.ask_time:
+            raw = self.query_one("#sign-time", Input).value.strip()
+            try:
+                args["time"] = parse_when(raw, self.request.clock()) if raw else None
+            except click.BadParameter as exc:
+                self._outcome(f"not sent: time: {exc.message}", "refused")
+                return
         if self.request.choices:
             args["command"] = str(self.query_one("#sign-command", Select).value)
         self.query_one("#sign-secret", Input).value = ""  # the secret is used once
@@ -160,7 +189,7 @@ class SignatureModal(ModalScreen[bool]):
         except ClientError as exc:
             ok, text = False, f"not sent: {exc}"
         else:
-            ok, text = describe_reply(reply)
+            ok, text = describe_reply(reply, self.request.accepted_as)
         self.accepted = ok
         self._outcome(text, "accepted" if ok else "refused")
         send = self.query_one("#sign-send", Button)
