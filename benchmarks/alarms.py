@@ -45,6 +45,7 @@ import datetime as dt
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import sqlite3
@@ -579,7 +580,14 @@ def py_spy(pid: int, outdir: Path, level: int) -> subprocess.Popen[bytes]:
     cmd = [str(exe), "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
            "--threads", "--idle", "--nonblocking", "--output", str(out)]  # fmt: skip
     with open(outdir / f"py-spy-{level}.log", "wb") as log:  # the child keeps its own copy
-        return subprocess.Popen(cmd, stdout=log, stderr=log)
+        # SIGINT makes py-spy write its profile: a shell's background job would inherit it
+        # ignored, so give it back its default
+        return subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=log,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
 
 
 def settle(monitor: Monitor, expected: int, timeout: float) -> dict[str, Any]:
@@ -923,7 +931,9 @@ def summary(values: list[float]) -> dict[str, Any]:
 
 def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for level, r in results.get("latency", {}).items():
+    # a section holds its levels ("1000", "5000") beside its run's metadata ("machine", ...)
+    levels = {k: v for k, v in results.get("latency", {}).items() if k.isdigit()}
+    for level, r in levels.items():
         d, w = r["daemon"]["probe"]["excursion"], r["raw"]["probe"]["excursion"]
         dl, wl = d["latency_ms"], w["latency_ms"]
         target = int(level) == TARGET_LEVEL
@@ -980,6 +990,32 @@ def print_table(table: list[dict[str, Any]]) -> None:
     widths = [max(len(str(c[i])) for c in [head, *cells]) for i in range(len(head))]
     for line in [head, *cells]:
         say("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)))
+
+
+def columns(node: Any) -> Any:
+    """Per-sample records (lists of dicts under "samples") as one list per field."""
+    if isinstance(node, dict):
+        out = {k: columns(v) for k, v in node.items()}
+        samples = out.get("samples")
+        if isinstance(samples, list) and samples and all(isinstance(r, dict) for r in samples):
+            keys = list(dict.fromkeys(k for r in samples for k in r))
+            out["samples"] = {k: [r.get(k) for r in samples] for k in keys}
+        return out
+    if isinstance(node, list):
+        return [columns(v) for v in node]
+    return node
+
+
+def dump_json(doc: dict[str, Any]) -> str:
+    """Indented JSON with lists of plain values on one line (the per-sample columns)."""
+    text = json.dumps(columns(doc), indent=1)
+
+    def one_line(m: re.Match[str]) -> str:
+        return "[" + " ".join(m.group(1).split()) + "]"
+
+    return re.sub(r"\[\s*((?:[-0-9.eE+]+|true|false|null|\"[^\"\n]*\"|NaN)"
+                  r"(?:,\s*(?:[-0-9.eE+]+|true|false|null|\"[^\"\n]*\"|NaN))*)\s*\]",
+                  one_line, text) + "\n"  # fmt: skip
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -1185,7 +1221,7 @@ def main(
         doc.setdefault("sections", {}).update(results)
         doc |= {"written_at": written, "machine": info, "summary": rows(doc["sections"])}
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(doc, indent=1) + "\n")
+    output.write_text(dump_json(doc))
     say(f"wrote {output}")
 
 
