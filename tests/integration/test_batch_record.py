@@ -198,3 +198,80 @@ async def test_the_record_through_the_daemon(floor, mosquitto) -> None:
         )
         assert (r["status"], r["reason"]) == ("refused", "bad-request")
         assert "no batch 'B9'" in r["error"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+async def test_a_live_excursion_during_filling_reaches_the_record(floor, mosquitto, tmp_path):
+    """The whole path: the technician starts filling (signed), the hood's particle count goes
+    to action level on the live floor, the alarm is acknowledged, filling ends; the record of
+    that batch shows the excursion, the signed acknowledgement and the actual window."""
+    import asyncio
+    import time
+    import uuid
+
+    import aiomqtt
+
+    from floorctl.batches import ActualRequest
+    from floorctl.commands import Signer
+
+    from .floorkit import publish, signer, wait_until
+
+    d, ctx = floor
+    db = tmp_path / "live.db"
+    make_users(db)
+    text = (d / "devices.toml").read_text()
+    text = text.replace("port = 1883", f"port = {mosquitto.port}")
+    text = text.replace('store = "floor.db"', f'store = "{db}"')
+    port = mosquitto.port
+
+    async def ask(topic: str, body: bytes, rid: str) -> dict:
+        async with aiomqtt.Client("127.0.0.1", port) as client:
+            await client.subscribe(f"floorctl/br/reply/{rid}", qos=1)
+            await client.publish(topic, body, qos=1)
+            async with asyncio.timeout(10):
+                async for m in client.messages:
+                    return json.loads(m.payload)
+        raise AssertionError("no reply")
+
+    async def actual(event: str) -> None:
+        req = ActualRequest.new("B1", "fill", event, Signer("tech", "1111"))
+        r = await ask("floorctl/br/request/actual", req.payload(), req.id)
+        assert r["status"] == "accepted", r
+
+    async with running_floor(text) as (f, _seen):
+        p = f.alarms.point("pc-laf-1", "p05")
+        await actual("start")
+        while p.value is None:  # the daemon subscribes after it connects: feed until it reads
+            await publish(port, "gw/pc", json.dumps({"p05": 120.0}))
+            await asyncio.sleep(0.2)
+        for v in (4800.0, 5100.0, 5000.0):  # two of three samples out: action (N-of-M)
+            await publish(port, "gw/pc", json.dumps({"p05": v}))
+            await asyncio.sleep(0.3)
+        await wait_until(lambda: p.state.value == "unack", what="the particle alarm")
+        rid = uuid.uuid4().hex
+        body = {"v": 1, "id": rid, "action": "ack", **signer("tech", "glove breach, regloved")}
+        r = await ask("floorctl/br/request/alarm/pc-laf-1/p05", json.dumps(body).encode(), rid)
+        assert r["status"] == "accepted", r
+        for _ in range(3):
+            await publish(port, "gw/pc", json.dumps({"p05": 110.0}))
+            await asyncio.sleep(0.3)
+        await wait_until(lambda: p.state.value == "normal", what="back to normal")
+        await actual("end")
+        await asyncio.sleep(1.0)  # the store writer commits every 0.5 s
+    r = CliRunner().invoke(
+        cli,
+        ["batch-record", "B1", "--plan", str(d / "plan.toml"), "--schedule", str(d / "s.json"),
+         "--db", str(db), "-c", str(d / "devices.toml"), "--format", "json"],
+        obj=ctx,
+    )  # fmt: skip
+    assert r.exit_code == 1, r.output
+    doc = json.loads(r.output)
+    fill = next(op for op in doc["operations"] if op["name"] == "fill")
+    assert fill["basis"] == "actual" and fill["window"][1] <= time.time()
+    p05 = next(x for x in fill["points"] if x["device"] == "pc-laf-1")
+    assert p05["max"] == 5100.0 and p05["outside_action_s"] > 0
+    causes = [(a["cause"], a["signed_by"]) for a in fill["alarms"]]
+    assert ("activate", None) in causes and ("ack", "Terry Tech") in causes
+    assert any("pc-laf-1/p05 outside its ACTION limits" in x for x in doc["attention"])
+    assert "ACTION-LEVEL EXCURSION during ISO 5 operation(s): fill" in doc["verdicts"]
