@@ -1,14 +1,21 @@
 """Snapshots (pytest-textual-snapshot) of every screen, from the recorded demo floor with a
 frozen clock, at a fixed terminal size. Update after looking at the report:
-``.venv/bin/pytest tests/tui/test_tui_snapshots.py --snapshot-update``."""
+``.venv/bin/pytest tests/tui/test_tui_snapshots.py --snapshot-update``.
+
+What moves on its own is frozen before a screenshot (:func:`settle`): the clock is the recorded
+one, the recorded floor must have been applied and redrawn, and text cursors do not blink (an
+Input's cursor toggles every 0.5 s after the last key, and a screenshot taken about 0.5 s after
+typing caught it on or off by chance: test_signature_modal failed 4 runs in 10)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from textual.app import App
 from textual.pilot import Pilot
-from textual.widgets import DataTable, TabbedContent
+from textual.widgets import DataTable, Input, TabbedContent, TextArea
 
 from floorctl.tui.app import FloorApp
 from floorctl.tui.screens.batch import BatchScreen
@@ -30,9 +37,40 @@ def app(**kw: Any) -> FloorApp:
     return recorded_app(schedule=SCHEDULE_SHOWN, **kw)
 
 
+#: seconds a snapshot waits at most for something it needs (a loaded machine is slow)
+DEADLINE = 20.0
+
+
+async def wait_for(pilot: Pilot[Any], what: str, done: Callable[[], bool]) -> None:
+    """Pause until ``done()``; fail with ``what`` after :data:`DEADLINE` seconds."""
+    for _ in range(int(DEADLINE / 0.05)):
+        if done():
+            return
+        await pilot.pause(0.05)
+    pytest.fail(f"snapshot not taken: {what} did not happen within {DEADLINE:g} s")
+
+
+def steady_cursors(app: App[Any]) -> None:
+    """Stop every text cursor of every screen blinking: shown, steady (where focused)."""
+    for screen in app.screen_stack:
+        for widget in screen.query("Input, TextArea"):
+            if isinstance(widget, Input | TextArea):
+                widget.cursor_blink = False
+
+
 async def settle(pilot: Pilot[Any]) -> None:
+    """The recorded floor applied and redrawn, layout and animations done, cursors steady."""
+    app = pilot.app
+    assert isinstance(app, FloorApp)
+    await wait_for(
+        pilot,
+        "the recorded floor's end",
+        lambda: app.source_status.endswith("(no live updates)") and not app.state.changed,
+    )
     await pilot.pause(0.3)
     await pilot.wait_for_scheduled_animations()
+    steady_cursors(app)
+    await pilot.pause()
 
 
 def test_floor(snap_compare: Any) -> None:
@@ -41,10 +79,11 @@ def test_floor(snap_compare: Any) -> None:
         pilot.app.screen.query_one("#tile-buffer").focus()
         screen = pilot.app.screen
         assert isinstance(screen, FloorScreen)
-        for _ in range(40):
-            if screen.selected == "buffer" and screen.history:
-                break
-            await pilot.pause(0.05)
+        await wait_for(
+            pilot,
+            "the buffer room's history",
+            lambda: screen.selected == "buffer" and bool(screen.history),
+        )
         await settle(pilot)
 
     assert snap_compare(app(), terminal_size=SIZE, run_before=select_buffer)
@@ -95,10 +134,7 @@ def test_audit(snap_compare: Any) -> None:
         await settle(pilot)
         await pilot.press("5")
         table = pilot.app.screen.query_one("#audit-table", DataTable)
-        for _ in range(40):
-            if table.row_count:
-                break
-            await pilot.pause(0.05)
+        await wait_for(pilot, "the audit entries", lambda: table.row_count > 0)
         await settle(pilot)
 
     assert snap_compare(app(), terminal_size=SIZE, run_before=audit)
@@ -121,11 +157,13 @@ def test_batch_view(snap_compare: Any) -> None:
         await pilot.press("b")
         screen = pilot.app.screen
         assert isinstance(screen, BatchScreen)
-        for _ in range(60):
-            if screen.record is not None and screen.query_one("#batch-ops", DataTable).row_count:
-                break
-            await pilot.pause(0.05)
-        assert screen.record is not None, screen.status
+        await wait_for(
+            pilot,
+            "the batch record",
+            lambda: (
+                screen.record is not None and screen.query_one("#batch-ops", DataTable).row_count
+            ),
+        )
         await settle(pilot)
 
     assert snap_compare(batch_app(), terminal_size=SIZE, run_before=batch)
