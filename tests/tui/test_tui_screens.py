@@ -4,6 +4,7 @@ help and the command palette."""
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ from floorctl.tui.screens.schedule import ScheduleReview, ScheduleScreen
 from floorctl.tui.screens.signature import SignatureModal
 from floorctl.tui.widgets.room_tile import RoomTile
 
-from .recorded import NOW, SCHEDULE, P, recorded_app
+from .recorded import NOW, SCHEDULE, P, _point, recorded_app
 
 SIZE = (160, 48)
 
@@ -80,6 +81,39 @@ async def test_floor_tiles_stale_values_and_sparklines() -> None:
         # 59 history buckets minus a 5-bucket gap, plus the live value of the current minute
         assert len(data) == 55 and data[-1] == 3.2
         assert str(label.content) == "2.56..3.833 Pa (55/60 min)"
+
+
+async def test_tile_updates_lay_out_the_screen_only_when_a_tile_changes_height() -> None:
+    """A new reading repaints its tile alone, without a layout of the screen (the TUI's CPU at
+    500 points, docs/performance.md); a line too wide for the tile wraps, so that update
+    lays out the screen and the tile grows."""
+    app = recorded_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.source_status.endswith("(no live updates)"), "the floor")
+        await pilot.pause(0.3)
+        tiles = list(app.screen.query(RoomTile))
+        buffer = app.screen.query_one("#tile-buffer", RoomTile)
+        before = {t.id: (t.layouts, t.repaints) for t in tiles}
+        height = buffer.size.height
+        topic, payload = _point("thp-buffer", "dp", 4.1, "Pa")
+        app.state.apply(topic, payload)
+        app.redraw()
+        await pilot.pause(0.1)
+        assert "dP vs ante     +4.1 Pa" in text(buffer)
+        assert (buffer.layouts, buffer.repaints) == (before[buffer.id][0], before[buffer.id][1] + 1)
+        assert {t.id: (t.layouts, t.repaints) for t in tiles if t is not buffer} == {
+            i: v for i, v in before.items() if i != buffer.id
+        }  # the other rooms' views did not change: no text built, nothing redrawn
+        assert buffer.size.height == height
+        drawn = html.unescape(app.export_screenshot()).replace("\xa0", " ")
+        assert "+4.1 Pa" in drawn  # drawn on the screen, not only stored
+
+        unit = "Pa (a unit name far too long for one line of a room's tile)"
+        app.state.apply(*_point("thp-buffer", "dp", 4.2, unit))
+        app.redraw()
+        await pilot.pause(0.1)
+        assert buffer.layouts == before[buffer.id][0] + 1
+        await until(pilot, lambda: buffer.size.height == height + 1, "the tile to grow a line")
 
 
 async def test_alarm_lists_filter_and_read_only() -> None:

@@ -12,10 +12,12 @@ from textual.widget import Widget
 from textual.widgets import Label, Sparkline, Static
 
 from floorctl.client import ClientError
+from floorctl.config import RoomConfig
 from floorctl.limits import Quantity
 from floorctl.tui.format import number
 from floorctl.tui.screens.base import FloorView
 from floorctl.tui.widgets.room_tile import RoomTile
+from floorctl.tui.widgets.text import set_text
 
 HOUR = 3600.0
 BUCKETS = 60
@@ -46,6 +48,8 @@ class FloorScreen(FloorView):
         self.history_note = ""
         #: the sparklines shown: (point, sparkline, its range label)
         self.sparks: list[tuple[tuple[str, str], Sparkline, Label]] = []
+        #: every room's tile with its room (ISO 5 units are shown inside their room's)
+        self.tiles: list[tuple[RoomTile, RoomConfig]] = []
 
     def body(self) -> Iterable[Widget]:
         rooms = [r for r in self.floor_app.config.rooms if r.within is None]
@@ -65,10 +69,11 @@ class FloorScreen(FloorView):
     def update_view(self, changes: frozenset[str]) -> None:
         if changes & {"points", "alarms", "rooms", "devices"}:
             state = self.floor_app.state
-            for room in self.floor_app.config.rooms:
-                if room.within is not None:
-                    continue
-                self.query_one(f"#tile-{room.id}", RoomTile).show(state.room_view(room))
+            if not self.tiles:  # once: a query per tile per redraw costs a selector match
+                rooms = {r.id: r for r in self.floor_app.config.rooms}
+                self.tiles = [(t, rooms[t.room]) for t in self.query(RoomTile)]
+            for tile, room in self.tiles:
+                tile.show(state.room_view(room))
         if changes & {"clock", "history"}:
             self._draw_sparks()
 
@@ -129,7 +134,7 @@ class FloorScreen(FloorView):
         app = self.floor_app
         now = app.clock()
         title = self.query_one("#spark-title", Label)
-        title.update(f"{self.selected}: the last hour (1-minute buckets) {self.history_note}")
+        set_text(title, f"{self.selected}: the last hour (1-minute buckets) {self.history_note}")
         for key, spark, rng in self.sparks:
             data = app.state.series(key, self.history.get(key, ()), now - HOUR, now, BUCKETS)
             spark.data = data
@@ -137,9 +142,9 @@ class FloorScreen(FloorView):
                 unit = app.state.points.get(key)
                 u = f" {unit.unit}" if unit is not None and unit.unit else ""
                 lo, hi = number(min(data)), number(max(data))
-                rng.update(f"{lo}..{hi}{u} ({len(data)}/{BUCKETS} min)")
+                set_text(rng, f"{lo}..{hi}{u} ({len(data)}/{BUCKETS} min)")
             else:
-                rng.update("no data in the last hour")
+                set_text(rng, "no data in the last hour")
 
     @work(exclusive=True, group="history")
     async def _load_history(self) -> None:

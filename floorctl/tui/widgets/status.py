@@ -9,6 +9,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from floorctl.tui.format import age, clock_time
+from floorctl.tui.widgets.text import set_text
 
 if TYPE_CHECKING:
     from floorctl.tui.app import FloorApp
@@ -32,25 +33,26 @@ class StatusBar(Vertical):
         floor = app.config.floor.name or app.config.floor.id
         daemon: dict[str, Any] | None = state.daemon
         line = self.query_one("#status-line", Static)
-        for cls in ("daemon-online", "daemon-offline", "daemon-unknown"):
-            line.remove_class(cls)
         if daemon is None:
             text = "daemon: no status yet"
-            line.add_class("daemon-unknown")
+            shown = "daemon-unknown"
         elif daemon.get("state") == "online":
             since = daemon.get("since")
             up = age(now - since) if isinstance(since, int | float) else "-"
             text = f"daemon ONLINE (up {up})"
-            line.add_class("daemon-online")
+            shown = "daemon-online"
         else:
             text = f"daemon {str(daemon.get('state') or 'unknown').upper()}"
-            line.add_class("daemon-offline")
+            shown = "daemon-offline"
+        # only what changed: the bar is redrawn with every redraw of the screen
+        for cls in ("daemon-online", "daemon-offline", "daemon-unknown"):
+            line.set_class(cls == shown, cls)
         parts = [f"floorctl {floor}", text, app.source_status]
         if app.read_only:
             parts.append("READ-ONLY")
         parts.append(clock_time(now))
-        line.update(" | ".join(parts))
+        set_text(line, " | ".join(parts))
         banner = self.query_one("#banner-line", Static)
         banner.display = bool(app.banner)
         if app.banner:
-            banner.update(app.banner)
+            set_text(banner, app.banner)
