@@ -31,6 +31,7 @@ EJOR 96(1):205-216.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -415,10 +416,11 @@ def _run_one(
         )
 
 
+@functools.cache
 def code_version() -> dict[str, Any]:
-    """The commit measured, and whether the scheduler's files differed from it (others edit
-    the tree while benchmarks run: a dirty scheduler means the numbers are for work in
-    progress)."""
+    """The commit measured, the scheduler's last commit, and whether its files differed from
+    it (others edit the tree while benchmarks run: a dirty scheduler means the numbers are
+    for work in progress). Taken once, at the run's start: the modules are imported then."""
 
     def git(*args: str) -> str:
         try:
@@ -430,7 +432,11 @@ def code_version() -> dict[str, Any]:
         return done.stdout.strip()
 
     dirty = git("status", "--porcelain", "--", "floorctl/scheduler")
-    return {"commit": git("rev-parse", "--short", "HEAD"), "scheduler_dirty": dirty.splitlines()}
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "scheduler_commit": git("log", "-1", "--format=%h", "--", "floorctl/scheduler"),
+        "scheduler_dirty": dirty.splitlines(),
+    }
 
 
 def machine() -> dict[str, Any]:

@@ -786,8 +786,8 @@ def _write(
             "cpus": os.cpu_count(),
             "note": "shared machine: 2 cores, other engineers ran tests at the same time",
         },
-        "code": params.pop("code", None),
-        "params": params,
+        "code": params.get("code"),
+        "params": {k: v for k, v in params.items() if k != "code"},
         "targets": TARGETS,
         "cases": list(cases),
     }
