@@ -26,7 +26,7 @@ from floorctl.model import Quality, Reading
 log = logging.getLogger("floorctl.publish")
 
 #: point messages handed to the MQTT client per loop turn
-WINDOW = 100
+WINDOW = 20
 #: seconds between two rounds of ordinary updates (see StatePublisher.run)
 PACE = 0.1
 
