@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from floorctl.scheduler.check import Violation, check, tardiness
 from floorctl.scheduler.model import SchedulingModel, solve, with_room_outages
+from floorctl.scheduler.plan import PlanError, load_plan
 from floorctl.scheduler.problem import (
     Batch,
     Changeover,
@@ -72,6 +73,7 @@ __all__ = [
     "Move",
     "ObjectiveTerms",
     "Operation",
+    "PlanError",
     "Precedence",
     "PressureRegime",
     "Problem",
@@ -92,6 +94,7 @@ __all__ = [
     "Window",
     "check",
     "json_schema",
+    "load_plan",
     "read_schedule",
     "schedule_from_dict",
     "schedule_to_dict",

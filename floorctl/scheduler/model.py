@@ -841,12 +841,11 @@ def solve(
     solver = cp_model.CpSolver()
     params = _parameters(options, arcs=len(built.arcs))
     solver.parameters.merge_text_format(params)
-    if previous is not None and first_schedule is None:
-        # the hint is the previous plan itself, which a room out of service makes infeasible.
-        # Not with a feasible repaired hint: it is not needed, and on a 150-batch replan
-        # repair_hint aborted the process in 9.15 ("Check failed: heuristics.fixed_search")
-        solver.parameters.repair_hint = True
-        solver.parameters.hint_conflict_limit = 100
+    # No repair_hint, even when the hint (the previous plan, with a room now out of service)
+    # is infeasible: with several workers it aborted the whole process in 9.15 on a 150-batch
+    # replan ("Check failed: heuristics.fixed_search != nullptr"; an abort Python cannot catch,
+    # reported publicly against 9.15 in that very case). An infeasible hint still guides the
+    # search; the greedy fallback stands behind it.
     if options.log:
         solver.log_callback = lambda line: print(line, file=sys.stderr)
     cb = _Callback(t0, progress, cancel)
