@@ -589,6 +589,11 @@ def _changeover_circuit(
     return circuit
 
 
+#: give CP-SAT the greedy schedule as a hint even when the model has no changeover sequences
+#: and there is no previous plan (off: measured slower on PSPLIB)
+HINT_WITHOUT_SEQUENCES = False
+
+
 def hint_objective(built: SchedulingModel) -> float | None:
     """The objective value of the model's hint if it gives every variable a value (the
     hint's feasibility is not checked here), else None."""
@@ -838,6 +843,11 @@ def solve(
             if progress is not None:
                 source = "repaired" if repaired is not None else "greedy"
                 progress(Progress(value, -math.inf, None, first_schedule, 0, source))
+    if not HINT_WITHOUT_SEQUENCES and not built.arcs and previous is None:
+        # nothing sequence-dependent to set up and no plan to stay close to (PSPLIB-like):
+        # the greedy schedule, reported above and kept as the fallback, only slows CP-SAT's
+        # own search down (benchmarks/psplib.py: j30 477/480 with it, docs/performance.md)
+        built.model.clear_hints()
     solver = cp_model.CpSolver()
     params = _parameters(options, arcs=len(built.arcs))
     solver.parameters.merge_text_format(params)
