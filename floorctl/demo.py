@@ -549,7 +549,8 @@ def register_commands(cli: click.Group) -> None:
 
 def _stop_on_signals(stop: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP: the terminal went away (a closed window, a dropped ssh session)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop)
 
 

@@ -63,6 +63,22 @@ class BrokerStartError(RuntimeError):
     """The embedded broker could not listen."""
 
 
+class _SnapshotDict(dict):  # type: ignore[type-arg]
+    """A dict whose iteration works on a copy, so that it may change meanwhile."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(list(super().keys()))
+
+    def keys(self):  # type: ignore[no-untyped-def, override]
+        return list(super().keys())
+
+    def values(self):  # type: ignore[no-untyped-def, override]
+        return list(super().values())
+
+    def items(self):  # type: ignore[no-untyped-def, override]
+        return list(super().items())
+
+
 class EmbeddedBroker:
     """An amqtt broker listening on ``host``:``port`` (a free port when ``port`` is 0), in the
     running event loop: ``await start()`` ... ``await stop()``, or ``async with``."""
@@ -86,6 +102,11 @@ class EmbeddedBroker:
         for _ in range(attempts):
             port = self.port or free_ports(1, self.host)[0]
             broker = Broker(self._config(port))
+            # amqtt 0.12 iterates its subscription table across awaits (retained messages on
+            # connect, broadcasts) while other clients subscribe: "dictionary changed size
+            # during iteration" dropped the connecting client (the demo UI's history queries
+            # timed out). Iterating over a snapshot is what those loops mean to do.
+            broker._subscriptions = _SnapshotDict()
             try:
                 await broker.start()
             except Exception as exc:  # the port was taken meanwhile: amqtt wraps the OSError

@@ -111,3 +111,32 @@ async def test_retained_messages_of_other_clients_filters_arrive(broker: Embedde
         conn = MqttConnection(name="demo", host=broker.host, port=broker.port)  # type: ignore[arg-type]
         docs = await retained(conn, "floorctl/demo/alarm/+/+", timeout=5)
         assert docs == {"floorctl/demo/alarm/d/p": {"state": "unack"}}
+
+
+def test_the_subscription_table_may_change_while_it_is_iterated() -> None:
+    """amqtt 0.12 iterates its subscription table across awaits (retained messages on
+    connect, broadcasts) while other clients subscribe and leave. In the demo that raised
+    "dictionary changed size during iteration" and dropped a connecting client: the UI's
+    history queries timed out (seen in demo.log; timing-dependent, not reproduced in
+    isolation). The broker's table iterates over a snapshot instead."""
+    from floorctl.demo_broker import _SnapshotDict
+
+    table = _SnapshotDict({"a/#": [1], "b/#": [2]})
+    seen = []
+    for topic in table:  # a plain dict raises RuntimeError here
+        seen.append(topic)
+        table[f"{topic}/new"] = []
+        table.pop("b/#", None)
+    for topic, _subs in table.items():
+        table[topic + "x"] = []
+    assert seen == ["a/#", "b/#"] and "a/#/new" in table
+    with pytest.raises(RuntimeError, match="changed size during iteration"):
+        plain = {"a/#": [1]}
+        for topic in plain:
+            plain[topic + "/new"] = []
+
+
+async def test_the_embedded_broker_uses_the_snapshot_table(broker: EmbeddedBroker) -> None:
+    from floorctl.demo_broker import _SnapshotDict
+
+    assert isinstance(broker._broker._subscriptions, _SnapshotDict)  # type: ignore[union-attr]
