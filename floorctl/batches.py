@@ -10,7 +10,6 @@ and needs a comment; the latest record counts.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import re
@@ -181,39 +180,22 @@ def _record(event: str):  # type: ignore[no-untyped-def]
         password_stdin: bool,
         timeout: float,
     ) -> None:
-        from floorctl.client import ClientError, request
+        from floorctl.alarms.cli import send_signed
         from floorctl.publisher import Topics
 
         when = _when(at)
         config = ctx.obj.load(file)
         signer = read_signer(user, comment, password_stdin)
         req = ActualRequest.new(batch_id, operation, event, signer, when)
-        topics = Topics(config.floor.prefix)
-        try:
-            answer = asyncio.run(
-                request(
-                    config.state_connection,
-                    topics.request("actual"),
-                    req.payload(),
-                    reply_topic=topics.reply(req.id),
-                    request_id=req.id,
-                    timeout=timeout,
-                )
-            )
-        except ClientError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        what = f"{batch_id}/{operation} {event}"
-        if answer.get("status") == "accepted":
-            click.echo(
-                f"{what}: recorded: {answer.get('result')} (audit entry {answer.get('audit_seq')})"
-            )
-            return
-        click.echo(
-            f"{what}: {answer.get('status')} ({answer.get('reason')}): {answer.get('error')}",
-            err=True,
+        send_signed(
+            config,
+            Topics(config.floor.prefix).request("actual"),
+            req.payload(),
+            req.id,
+            what=f"{batch_id}/{operation} {event}",
+            done="recorded",
+            timeout=timeout,
         )
-        sys.exit(1)
 
 
 _record("start")

@@ -609,6 +609,22 @@ class Floor:
         if self.store is not None:
             await asyncio.wrap_future(self.store.submit(lambda _s, _t: None))
 
+    async def _refuse_bad(self, exc: BadRequest, what: str, device: str = "", **extra: Any) -> None:
+        """A malformed request: logged, and refused in a reply when it named an id."""
+        log.warning("%s refused: %s", what, exc)
+        if exc.request_id is not None:
+            await self._reply(
+                reply(
+                    exc.request_id,
+                    device,
+                    None,
+                    Status.REFUSED,
+                    error=str(exc),
+                    reason="bad-request",
+                    **extra,
+                )
+            )
+
     def _on_query(self, topic: str, payload: bytes) -> None:
         kind = topic.rsplit("/", 1)[-1]
         asyncio.get_running_loop().create_task(self._run_query(kind, payload))
@@ -617,19 +633,7 @@ class Floor:
         try:
             doc, request_id = parse_document(payload)
         except BadRequest as exc:
-            log.warning("%s query refused: %s", kind, exc)
-            if exc.request_id is not None:
-                await self._reply(
-                    reply(
-                        exc.request_id,
-                        "",
-                        None,
-                        Status.REFUSED,
-                        error=str(exc),
-                        reason="bad-request",
-                        query=kind,
-                    )
-                )
+            await self._refuse_bad(exc, f"{kind} query", query=kind)
             return
         try:
             if self.store is None:
@@ -739,18 +743,7 @@ class Floor:
         try:
             req = batches.parse_actual_request(payload)
         except BadRequest as exc:
-            log.warning("actual refused: %s", exc)
-            if exc.request_id is not None:
-                await self._reply(
-                    reply(
-                        exc.request_id,
-                        "",
-                        None,
-                        Status.REFUSED,
-                        error=str(exc),
-                        reason="bad-request",
-                    )
-                )
+            await self._refuse_bad(exc, "actual")
             return
         await self._reply(await self.record_actual(req))
 
@@ -810,19 +803,7 @@ class Floor:
         try:
             req = actions.parse_alarm_request(device, point, payload)
         except BadRequest as exc:
-            log.warning("alarm request for %s/%s refused: %s", device, point, exc)
-            if exc.request_id is not None:
-                await self._reply(
-                    reply(
-                        exc.request_id,
-                        device,
-                        None,
-                        Status.REFUSED,
-                        error=str(exc),
-                        reason="bad-request",
-                        point=point,
-                    )
-                )
+            await self._refuse_bad(exc, f"alarm request for {device}/{point}", device, point=point)
             return
         await self._reply(await self.alarm_action(req))
 

@@ -179,30 +179,38 @@ def list_alarms(
         )
 
 
-def _send(ctx: click.Context, file: str, req: AlarmRequest, timeout: float) -> None:
+def send_signed(
+    config: Config,
+    topic: str,
+    payload: bytes,
+    request_id: str,
+    *,
+    what: str,
+    done: str,
+    timeout: float,
+) -> None:
+    """Send a signed request to the daemon and print its answer: ``<what>: <done>: result
+    (audit entry N)``, exit 0; or the refusal's status, reason and error, exit 1."""
     from floorctl.client import ClientError, request
     from floorctl.publisher import Topics
 
-    config = _load(ctx, file)
-    topics = Topics(config.floor.prefix)
     try:
         answer = asyncio.run(
             request(
                 config.state_connection,
-                topics.alarm_request(req.device, req.point),
-                req.payload(),
-                reply_topic=topics.reply(req.id),
-                request_id=req.id,
+                topic,
+                payload,
+                reply_topic=Topics(config.floor.prefix).reply(request_id),
+                request_id=request_id,
                 timeout=timeout,
             )
         )
     except ClientError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    what = f"{req.device}/{req.point} {req.action}"
     if answer.get("status") == "accepted":
         click.echo(
-            f"{what}: accepted: {answer.get('result')} (audit entry {answer.get('audit_seq')})"
+            f"{what}: {done}: {answer.get('result')} (audit entry {answer.get('audit_seq')})"
         )
         return
     click.echo(
@@ -210,6 +218,21 @@ def _send(ctx: click.Context, file: str, req: AlarmRequest, timeout: float) -> N
         err=True,
     )
     sys.exit(1)
+
+
+def _send(ctx: click.Context, file: str, req: AlarmRequest, timeout: float) -> None:
+    from floorctl.publisher import Topics
+
+    config = _load(ctx, file)
+    send_signed(
+        config,
+        Topics(config.floor.prefix).alarm_request(req.device, req.point),
+        req.payload(),
+        req.id,
+        what=f"{req.device}/{req.point} {req.action}",
+        done="accepted",
+        timeout=timeout,
+    )
 
 
 def _action_command(action: str, help_text: str) -> None:
