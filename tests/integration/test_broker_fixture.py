@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
+import time
 import uuid
 
 import aiomqtt
@@ -135,3 +137,12 @@ def test_start_failure_reports_log_tail(tmp_path):
     with pytest.raises(MosquittoError, match="no_such_option"):
         broker.start(timeout=5)
     assert not broker.running
+
+
+def test_a_broker_that_does_not_stop_is_killed_and_reported(mosquitto: Mosquitto):
+    os.kill(mosquitto.pid, signal.SIGSTOP)  # it cannot act on SIGTERM now
+    started = time.monotonic()
+    with pytest.raises(MosquittoError, match="ignored signal 15 for 3 s; killed it"):
+        mosquitto.stop(timeout=3.0)
+    assert 3.0 <= time.monotonic() - started < 6.0
+    assert not mosquitto.running
