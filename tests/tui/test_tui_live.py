@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Select, Static
+from textual.widgets.data_table import RowDoesNotExist
 
 from floorctl import hookimpl
 from floorctl.config import parse_config
@@ -80,7 +81,7 @@ def text_of(app: FloorApp, selector: str) -> str:
 
 
 async def until(
-    pilot: Pilot[None], predicate: Callable[[], bool], what: str, t: float = 10
+    pilot: Pilot[None], predicate: Callable[[], bool], what: str, t: float = 20
 ) -> None:
     deadline = time.monotonic() + t
     while not predicate():
@@ -165,14 +166,27 @@ async def test_acknowledge_shelve_command_and_audit(mosquitto, tmp_path) -> None
             await outcome(pilot, "accepted: acked -> shelved (audit entry ")
             await pilot.press("escape")
             await until(pilot, lambda: state.alarms[key].state == "shelved", "shelved")
-            await pilot.pause(0.4)
             shelved = app.screen.query_one("#table-shelved", DataTable)
-            assert shelved.get_row("mon/dp")[3] == "Shelved"
+
+            def listed_shelved() -> bool:  # the table redraws a few times a second
+                try:
+                    return shelved.get_row("mon/dp")[3] == "Shelved"
+                except RowDoesNotExist:
+                    return False
+
+            await until(pilot, listed_shelved, "the shelved list")
             assert shelved.get_row("mon/dp")[7].startswith("shelve by sup ")
-            await until(pilot, lambda: state.alarms[key].state == "unack", "shelf expiry", 6)
-            await pilot.pause(0.4)
-            row = app.screen.query_one("#table-shown", DataTable).get_row("mon/dp")
-            assert row[3] == "Unacknowledged" and row[7].startswith("shelf expired at ")
+            await until(pilot, lambda: state.alarms[key].state == "unack", "shelf expiry")
+            shown = app.screen.query_one("#table-shown", DataTable)
+
+            def expiry_shown() -> bool:
+                try:
+                    return shown.get_row("mon/dp")[3] == "Unacknowledged"
+                except RowDoesNotExist:
+                    return False
+
+            await until(pilot, expiry_shown, "the expiry in the list")
+            assert shown.get_row("mon/dp")[7].startswith("shelf expired at ")
 
             # a device command through the same modal
             await pilot.press("4")
