@@ -61,7 +61,8 @@ async def test_record_start_end_and_a_correction(mosquitto, tmp_path: Path) -> N
                                         "--user", "tech", *sign, stdin="1111\n")  # fmt: skip
         assert code == 0 and "B1/fill start: recorded: start " in out, out + err
         code, out, err = await floorctl("batch", "start", "B1", "fill", "--at", "12m",
-                                        "--user", "plan", "--comment", "x", *sign, stdin="4444\n")  # fmt: skip
+                                        "--user", "plan", "--comment", "x", *sign,
+                                        stdin="4444\n")  # fmt: skip
         assert code == 1 and "refused (role)" in err, err
         code, out, err = await floorctl("batch", "start", "B1", "fill", "--at", "12m",
                                         "--user", "tech", *sign, stdin="1111\n")  # fmt: skip
