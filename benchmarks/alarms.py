@@ -44,7 +44,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import queue
 import re
 import shutil
 import signal
@@ -68,6 +67,7 @@ for _p in (str(ROOT), str(HERE)):
         sys.path.insert(0, _p)
 
 from ingest import machine  # noqa: E402
+from workerproc import ChildError, WorkerProcess  # noqa: E402
 
 from tests.helpers import Mosquitto  # noqa: E402
 
@@ -99,82 +99,17 @@ def say(text: str = "") -> None:
 # --- child processes ---------------------------------------------------------------------------
 
 
-class ChildError(RuntimeError):
-    pass
-
-
-class Worker:
+class Worker(WorkerProcess):
     """``python alarms_workers.py ROLE ARGS``; its ``@@`` protocol lines arrive via a thread."""
 
     def __init__(self, role: str, args: dict[str, Any], logdir: Path, name: str) -> None:
-        self.name = name
-        self.log_path = logdir / f"{name}.log"
-        self._log = open(self.log_path, "ab")  # closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKERS), role, json.dumps(args)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            cwd=ROOT,
-            text=True,
-        )
-        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("@@ "):
-                self._lines.put(json.loads(line[3:]))
-        self._lines.put(None)
-
-    def expect(self, event: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ChildError(f"{self.name}: no {event!r} within {timeout:.0f} s{self.tail()}")
-            try:
-                msg = self._lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if msg is None:
-                self.proc.wait(5)
-                raise ChildError(
-                    f"{self.name} exited ({self.proc.returncode}) before {event!r}{self.tail()}"
-                )
-            if msg.get("event") == event:
-                return msg
-
-    def tail(self, lines: int = 25) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return "\n  " + "\n  ".join(text) if text else ""
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
+        super().__init__(WORKERS, role, args, logdir, name)
 
     def finish(self, timeout: float) -> dict[str, Any]:
         """Ask the worker to stop and return its result line."""
         with contextlib.suppress(OSError, ValueError):
             self.send("stop")
         return self.expect("result", timeout)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError, ValueError):
-                self.send("stop")
-            with contextlib.suppress(OSError, ValueError):
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 @contextlib.contextmanager

@@ -45,14 +45,12 @@ import importlib.metadata
 import json
 import os
 import platform
-import queue
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,6 +59,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from workerproc import ChildError, WorkerProcess  # noqa: E402
 
 from tests.helpers import Mosquitto  # noqa: E402
 
@@ -106,11 +106,7 @@ QUICK = {
 # --- child processes ---------------------------------------------------------------------------
 
 
-class ChildError(RuntimeError):
-    pass
-
-
-class Child:
+class Child(WorkerProcess):
     """``python ingest_workers.py ROLE ARGS``: its protocol lines arrive through a thread."""
 
     def __init__(
@@ -121,86 +117,23 @@ class Child:
         name: str = "",
         env: dict[str, str] | None = None,
     ) -> None:
-        self.role = role
-        self.name = name or role
-        self.log_path = logdir / f"{self.name}.log"
-        self._log = open(self.log_path, "ab")  # closed in stop()
+        name = name or role
         if PATCHES and ("config" in args or "config_path" in args):  # the daemon roles
             args = args | {"patches": PATCHES}
         if "config" in args:  # devices.toml text goes in a file, not on the command line
-            path = logdir / f"{self.name}.toml"
+            path = logdir / f"{name}.toml"
             path.write_text(args["config"])
             args = {k: v for k, v in args.items() if k != "config"} | {"config_file": str(path)}
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKERS), role, json.dumps(args)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            cwd=ROOT,
-            text=True,
-            env=None if env is None else os.environ | env,
-        )
-        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith("@@ "):
-                self._lines.put(json.loads(line[3:]))
-        self._lines.put(None)
-
-    def expect(self, event: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ChildError(f"{self.name}: no {event!r} within {timeout:.0f} s{self.tail()}")
-            try:
-                msg = self._lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if msg is None:
-                self.proc.wait(5)
-                raise ChildError(
-                    f"{self.name} exited ({self.proc.returncode}) before {event!r}{self.tail()}"
-                )
-            if msg.get("event") == event:
-                return msg
-
-    def tail(self, lines: int = 25) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return "\n  " + "\n  ".join(text) if text else ""
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
+        super().__init__(WORKERS, role, args, logdir, name, env)
 
     def finish(self, timeout: float) -> dict[str, Any] | None:
         """Ask the child to stop and return its result line (None if it has none)."""
         with contextlib.suppress(OSError, ValueError):
-            assert self.proc.stdin is not None
-            self.proc.stdin.write("stop\n")
-            self.proc.stdin.flush()
+            self.send("stop")
         try:
             return self.expect("result", timeout)
         except ChildError:
             return None
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError, ValueError):
-                assert self.proc.stdin is not None
-                self.proc.stdin.write("stop\n")
-                self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 @contextlib.contextmanager
