@@ -303,6 +303,14 @@ def product_solve(
         "objective": terms,
         "bound": result.bound,
         "own_gap_pct": None if result.gap is None else 100.0 * result.gap,
+        # the load bound the model states (floorctl/scheduler/bounds.py), and the makespan
+        # tier's own gap against it
+        "makespan_bound_min": result.makespan_bound,
+        "makespan_gap_pct": (
+            100.0 * (terms["makespan"] - result.makespan_bound) / terms["makespan"]
+            if result.makespan_bound is not None and terms.get("makespan")
+            else None
+        ),
         "hard_violations": len(hard),
         "hard_violation_kinds": sorted({v.kind for v in hard}),
         "soft_violations": len(result.violations) - len(hard),
@@ -541,9 +549,11 @@ def _s(value: float | None) -> str:
 
 def _brief(info: Mapping[str, Any]) -> str:
     gap = info.get("own_gap_pct")
+    ms_gap = info.get("makespan_gap_pct")
     return (
         f"{info['status']}, first solution {_s(info['first_s'])}, "
-        f"own gap {'-' if gap is None else f'{gap:.2f} %'}, "
+        f"own gap {'-' if gap is None else f'{gap:.2f} %'} "
+        f"(makespan vs load bound {'-' if ms_gap is None else f'{ms_gap:.2f} %'}), "
         f"{info['hard_violations']} hard violations, {info['wall_s']:.1f} s"
     )
 

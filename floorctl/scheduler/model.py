@@ -37,7 +37,7 @@ import attrs
 from attrs import define, field
 from ortools.sat.python import cp_model
 
-from floorctl.scheduler.bounds import last_ends
+from floorctl.scheduler.bounds import LoadBound, last_ends, load_bound
 from floorctl.scheduler.check import check, tardiness
 from floorctl.scheduler.heuristic import blocked_ticks, ceil_div, greedy, topological_order
 from floorctl.scheduler.problem import Operation, Precedence, Problem, Relation, Window
@@ -133,6 +133,8 @@ class SchedulingModel:
     excess: list[tuple[Any, Any]] = field(factory=list)  # (var, Precedence)
     #: batch -> (moved literal, [(op, lowest, highest start tick not counted as moved)])
     moved: dict[str, tuple[Any, list[tuple[str, int, int]]]] = field(factory=dict)
+    #: the load bound the model states on the makespan (bounds.py), if any
+    makespan_bound: LoadBound | None = None
 
     @property
     def grid(self) -> int:
@@ -246,6 +248,7 @@ def _earliest_starts(
     allowed: Mapping[str, Mapping[str, tuple[str, ...]]],
     frozen: Mapping[str, Assignment],
     earliest: int,
+    availability: _Availability | None = None,
 ) -> dict[str, int]:
     """Per operation, a lower bound of its start tick: its release (and ``earliest`` unless
     frozen), its predecessors' bounds plus the minimum lags, moved on to the first tick at
@@ -261,7 +264,7 @@ def _earliest_starts(
     preds: dict[str, list[Precedence]] = defaultdict(list)
     for p in problem.precedences:
         preds[p.after].append(p)
-    availability = _Availability(problem, horizon)
+    availability = availability or _Availability(problem, horizon)
     est: dict[str, int] = {}
     for op in order:
         size = ceil_div(op.duration, g)
@@ -311,8 +314,11 @@ def build_model(
         return groups[name]
 
     allowed = allowed_candidates(problem)
+    availability = _Availability(problem, horizon)
     earliest_start = (
-        {} if explain else _earliest_starts(problem, horizon, allowed, frozen, earliest)
+        {}
+        if explain
+        else _earliest_starts(problem, horizon, allowed, frozen, earliest, availability)
     )
     ops: dict[str, _OpVars] = {}
     usage: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -457,6 +463,10 @@ def build_model(
     for oid, v in ops.items():
         if oid in last_any:
             m.add(makespan >= v.start + v.size)
+    # the load of the last shifts, which CP-SAT's bound does not see (bounds.py)
+    makespan_bound = load_bound(problem, horizon, allowed, earliest_start, availability)
+    if makespan_bound is not None:
+        m.add(makespan >= makespan_bound.ticks)
 
     # --- replanning: move penalties --------------------------------------------------------
     moves: list[cp_model.LinearExpr] = []
@@ -520,6 +530,7 @@ def build_model(
         circuits=circuits,
         excess=excess_vars,
         moved=moved,
+        makespan_bound=makespan_bound,
     )
     if hint:
         _add_hint(built, hint)
@@ -938,6 +949,9 @@ def solve(
         violations=violations,
         moves=moves,
         explanation=explanation,
+        makespan_bound=(
+            None if built.makespan_bound is None else built.makespan_bound.ticks * problem.grid
+        ),
         timings=Timings(
             build=t_build,
             solve=t_solve,

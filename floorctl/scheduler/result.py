@@ -125,6 +125,9 @@ class Result:
     objective: ObjectiveTerms = ObjectiveTerms()
     bound: float | None = None
     gap: float | None = None
+    #: a lower bound of the makespan (minutes) stated in the model before the search: the
+    #: load of the last shifts on a group of resources (bounds.py); None when there is none
+    makespan_bound: int | None = None
     #: every violation of the schedule (``check``): soft ones (a late batch, a hold time
     #: exceeded) for a solver schedule; any for a fallback schedule
     violations: tuple[Violation, ...] = ()
