@@ -170,6 +170,7 @@ def result_document(problem: Problem, result: Result, options: SolveOptions) -> 
         },
         "bound": result.bound,
         "gap": result.gap,
+        "makespan_bound": result.makespan_bound,
         "solver": {
             "mode": "reproducible" if options.reproducible else "fast",
             "parameters": result.parameters.splitlines(),

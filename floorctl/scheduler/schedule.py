@@ -294,6 +294,11 @@ def json_schema() -> dict[str, Any]:
             },
             "bound": {"type": ["number", "null"]},
             "gap": {"type": ["number", "null"]},
+            "makespan_bound": {
+                "type": ["integer", "null"],
+                "description": "minutes: a lower bound of the makespan from the load of the "
+                "last shifts (docs/planning.md, Modes)",
+            },
             "solver": {"type": "object"},
             "timings": {"type": "object"},
             "violations": {"type": "array", "items": violation},

@@ -45,6 +45,9 @@ def test_json_csv_gantt_and_check(tmp_path):
     assert {o["operation"] for o in doc["operations"]} >= {"B003/compound", "B001/qa-release"}
     hd = next(o for o in doc["operations"] if o["operation"] == "B003/compound")
     assert hd["room"] == "hd-buffer" and hd["unit"] in ("bsc-1", "bsc-2") and len(hd["staff"]) == 2
+    # the demo floor has shifts: the model states a load bound, which the makespan respects
+    assert doc["makespan_bound"] is not None
+    assert 0 < doc["makespan_bound"] <= doc["objective"]["makespan"]
     assert floorctl("check", str(DEMO), str(out)).returncode == 0
     # a schedule broken by hand: B003 compounded in a positive-pressure hood
     for o in doc["operations"]:
@@ -61,6 +64,7 @@ def test_json_csv_gantt_and_check(tmp_path):
     assert r.stdout.splitlines()[0].startswith("batch,operation,name,start,end,room,unit")
     schema = json.loads(floorctl("schema").stdout)
     assert schema["properties"]["schema"]["const"] == "floorctl.schedule/1"
+    assert "makespan_bound" in schema["properties"]
 
 
 def test_exit_codes_for_bad_input_and_infeasible(tmp_path):
