@@ -55,6 +55,42 @@ def test_transitions_are_audited_and_saved_with_the_state_before_a_submission_re
     assert entries[history[1].audit_seq].action == "alarm.ack"
 
 
+def _count(tmp_path) -> int:
+    con = sqlite3.connect(tmp_path / "f.db")
+    try:
+        return con.execute("SELECT count(*) FROM readings").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_readings_wait_for_the_interval_unless_a_batch_is_full(tmp_path):
+    import time
+
+    w = StoreWriter(tmp_path / "f.db", raw_retention_s=3600, flush_interval=30.0, batch=50)
+    w.start()
+    try:
+        for i in range(49):
+            w.reading(Reading("d", "p", float(i), Quality.GOOD, receive_time=1.0 + i))
+        time.sleep(0.3)
+        assert _count(tmp_path) == 0  # a reading does not wake the writer
+        w.reading(Reading("d", "p", 49.0, Quality.GOOD, receive_time=50.0))  # the batch is full
+        deadline = time.monotonic() + 10
+        while _count(tmp_path) < 50 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _count(tmp_path) == 50
+    finally:
+        w.close()
+
+
+def test_close_writes_everything_queued_even_beyond_a_batch(tmp_path):
+    w = StoreWriter(tmp_path / "f.db", raw_retention_s=3600, flush_interval=30.0, batch=1000)
+    w.start()
+    for i in range(2500):
+        w.reading(Reading("d", "p", float(i), Quality.GOOD, receive_time=1.0 + i))
+    w.close()
+    assert _count(tmp_path) == 2500
+
+
 def test_submit_after_close_fails_instead_of_hanging(tmp_path):
     w = StoreWriter(tmp_path / "f.db", raw_retention_s=3600)
     w.start()
