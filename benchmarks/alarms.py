@@ -257,6 +257,7 @@ def floor_config(
     store: Path | None,
     deadband: float | None = None,
     state_qos: int | None = None,
+    point_interval: float | None = None,
 ) -> str:
     """devices.toml: ``devices`` mqtt_json monitors of ``fields`` fields, and the probe."""
     out = [
@@ -269,13 +270,16 @@ stats_interval = "1s"
     ]
     if store is not None:
         out.append(f'store = "{store}"\n')
+    if state_qos is not None:
+        out.append(f"point_qos = {state_qos}\n")
+    if point_interval is not None:
+        out.append(f'point_interval = "{point_interval * 1000:g}ms"\n')
     out.append(f"""
 [[mqtt]]
 name = "broker"
 port = {port}
 client_id = "floorctl-bench-{os.getpid()}-{time.monotonic_ns()}"
 max_queued_incoming = 1000000
-{"" if state_qos is None else f"qos = {state_qos}"}
 
 [[room]]
 id = "buffer"
@@ -419,7 +423,15 @@ def run_daemon(level: int, p: dict[str, Any], workdir: Path) -> dict[str, Any]:
     with broker(workdir / f"broker-daemon-{level}", p["nodelay"]) as b:
         config = rundir / "devices.toml"
         config.write_text(
-            floor_config(b.port, p["devices"], p["fields"], store, p["deadband"], p["state_qos"])
+            floor_config(
+                b.port,
+                p["devices"],
+                p["fields"],
+                store,
+                p["deadband"],
+                p["state_qos"],
+                p["point_interval"],
+            )
         )
         daemon = Daemon(config, rundir, p["patches"])
         monitor = Monitor(b.port)
@@ -1023,7 +1035,15 @@ def parse_levels(_ctx: Any, _param: Any, value: str) -> list[int]:
     "--state-qos",
     type=click.IntRange(0, 2),
     default=None,
-    help="Experiment: the QoS of the daemon's point-state messages (the default is 1).",
+    help="Experiment: [floor] point_qos, the QoS of the daemon's ordinary point-state messages "
+    "(the default is 0).",
+)
+@click.option(
+    "--point-interval",
+    type=click.FloatRange(0, 60),
+    default=None,
+    help="Experiment: [floor] point_interval in seconds, between rounds of ordinary point-state "
+    "updates (the default is 0.5).",
 )
 @click.option(
     "--patch",
@@ -1053,11 +1073,12 @@ def main(
     keep: bool,
     deadband: float | None,
     state_qos: int | None,
+    point_interval: float | None,
     patches: str,
     nodelay: bool,
     py_spy_dir: Path | None,
 ) -> None:
-    known = ("inflight", "storewake")
+    known = ("inflight", "storewake", "slowlog")
     for name in (x.strip() for x in patches.split(",") if x.strip()):
         if name not in known:
             raise click.BadParameter(f"{name!r}: known patches are {', '.join(known)}",
@@ -1080,6 +1101,7 @@ def main(
         "deadband": deadband,
         "nodelay": nodelay,
         "state_qos": state_qos,
+        "point_interval": point_interval,
         "patches": [x.strip() for x in patches.split(",") if x.strip()],
         "py_spy": py_spy_dir,
         "store_readings": 100_000,
@@ -1128,6 +1150,7 @@ def main(
             "" if store else "no-store",
             "" if deadband is None else f"deadband={deadband:g}",
             "" if state_qos is None else f"state-qos={state_qos}",
+            "" if point_interval is None else f"point-interval={point_interval:g}",
             "nodelay" if nodelay else "",
             f"patch={patches}" if patches else "",
             "py-spy" if py_spy_dir else "",

@@ -422,7 +422,38 @@ def _patch_storewake() -> None:
     writer.StoreWriter._take = _take  # type: ignore[method-assign]
 
 
-PATCHES = {"inflight": _patch_inflight, "storewake": _patch_storewake}
+def _patch_slowlog() -> None:
+    """Diagnosis, not a fix: every event-loop callback that takes 5 ms or more is written, with
+    its wall time and what it was, to ``$FLOORCTL_SLOWLOG`` (default ``slow-callbacks.log`` in
+    the working directory) when the daemon exits. A slow callback holds every message behind
+    it; this says which."""
+    import asyncio.events
+    import atexit
+
+    run = asyncio.events.Handle._run
+    slow: list[str] = []
+
+    def _run(self: Any) -> None:
+        t0 = time.perf_counter()
+        run(self)
+        took = time.perf_counter() - t0
+        if took >= 0.005:
+            slow.append(f"{time.time():.3f} {took * 1000:.1f} ms {self!r:.300}")
+
+    def dump() -> None:
+        Path(os.environ.get("FLOORCTL_SLOWLOG", "slow-callbacks.log")).write_text(
+            "".join(line + "\n" for line in slow)
+        )
+
+    asyncio.events.Handle._run = _run  # type: ignore[method-assign]
+    atexit.register(dump)
+
+
+PATCHES = {
+    "inflight": _patch_inflight,
+    "storewake": _patch_storewake,
+    "slowlog": _patch_slowlog,
+}
 
 
 def daemon(args: dict[str, Any]) -> None:

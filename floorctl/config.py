@@ -127,6 +127,11 @@ class FloorConfig:
     state_via: Ident | None = None  # the [[mqtt]] connection the live floor is published on
     topic_prefix: str | None = None  # default "floorctl/<id>"
     republish: Duration = Duration(60.0)  # every point is published at least this often
+    #: ordinary point updates go out in rounds this far apart (the latest value of each point
+    #: that moved); quality changes never wait
+    point_interval: Duration = Duration(0.5)
+    #: QoS of ordinary point-state messages; quality changes, alarms and statuses are QoS 1
+    point_qos: int = 0
     stats_interval: Duration = Duration(10.0)
     #: SQLite file of the floor's records (readings, events, alarms, audit trail); relative to
     #: devices.toml's folder; none: nothing is recorded
@@ -977,6 +982,15 @@ def _check(
             ("floor", "state_via"),
             f"{floor.state_via!r} is not an [[mqtt]] connection"
             + (f" (known: {', '.join(sorted(c.name for _, c in mqtt))})" if mqtt else ""),
+        )
+    if floor.point_qos not in (0, 1, 2):
+        problems.add(("floor", "point_qos"), f"must be 0, 1 or 2, got {floor.point_qos}")
+    limit = Duration(min(floor.republish, 60.0))
+    if not 0 <= floor.point_interval <= limit:
+        problems.add(
+            ("floor", "point_interval"),
+            f"must be from 0s to {limit!r} (republish, and at most 1m),"
+            f" got {floor.point_interval!r}",
         )
     if floor.topic_prefix is not None and (
         not floor.topic_prefix

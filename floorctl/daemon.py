@@ -183,7 +183,8 @@ class Floor:
                 self.topics,
                 republish=float(config.floor.republish),
                 deadbands=deadbands,
-                qos=state_conn.qos,
+                qos=config.floor.point_qos,
+                pace=float(config.floor.point_interval),
             )
             self.sinks.append(self.publisher.offer)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import time
@@ -27,8 +28,13 @@ log = logging.getLogger("floorctl.publish")
 
 #: point messages handed to the MQTT client per loop turn
 WINDOW = 20
-#: seconds between two rounds of ordinary updates (see StatePublisher.run)
-PACE = 0.1
+#: seconds between two rounds of ordinary updates (see StatePublisher.run); ``[floor]
+#: point_interval`` sets it for the daemon
+PACE = 0.5
+#: a round of ordinary updates is spread over this share of the interval
+SPREAD = 0.5
+#: QoS of quality changes, which are never coalesced: a terminal must not miss a good -> stale
+URGENT_QOS = 1
 
 
 def dumps(payload: Mapping[str, Any]) -> bytes:
@@ -102,7 +108,10 @@ class StatePublisher:
     topics: Topics
     republish: float = 60.0
     deadbands: Mapping[tuple[str, str], float] = field(factory=dict)
-    qos: int = 1
+    #: QoS of ordinary updates: 0 by default, as Sparkplug's NDATA / DDATA. Point state is
+    #: retained latest-value state; the next round, ``republish`` and the resync after every
+    #: reconnect correct a lost message, and at QoS 1 each message costs a PUBACK to handle
+    qos: int = 0
     #: seconds between rounds of ordinary (coalesced) updates; quality changes never wait
     pace: float = PACE
     counters: PublisherCounters = field(factory=PublisherCounters)
@@ -112,6 +121,7 @@ class StatePublisher:
     _dirty: dict[tuple[str, str], None] = field(factory=dict)  # an ordered set
     _urgent: collections.deque[Reading] = field(factory=collections.deque)
     _wake: asyncio.Event = field(factory=asyncio.Event)
+    _urgent_wake: asyncio.Event = field(factory=asyncio.Event)  # cuts a round's pause short
 
     def offer(self, reading: Reading) -> None:
         """Take a reading; never blocks. Historical (backfilled) readings are not live state:
@@ -126,6 +136,7 @@ class StatePublisher:
             self._quality[key] = reading.quality
             self._urgent.append(reading)
             self._wake.set()
+            self._urgent_wake.set()
             return
         last = self._published.get(key)
         if key in self._dirty:
@@ -206,20 +217,31 @@ class StatePublisher:
             self.due_for_republish()
 
     async def _drain_urgent(self) -> None:
+        self._urgent_wake.clear()
         while self._urgent:
             batch = [self._urgent.popleft() for _ in range(min(WINDOW, len(self._urgent)))]
-            await self._send(batch, requeue_urgent=True)
+            await self._send(batch, requeue_urgent=True, qos=max(self.qos, URGENT_QOS))
             self.counters.urgent += len(batch)
 
     async def _drain_dirty(self) -> None:
-        while self._dirty:
-            keys = list(self._dirty)[:WINDOW]
-            for k in keys:
+        """One round: the points dirty now, in windows spread over ``SPREAD`` of the interval.
+        A burst of a whole round would sit in front of an alarm published meanwhile (in paho's
+        queue, the socket and the broker); spread out, at most a window does. A point that
+        moves again after its window waits for the next round."""
+        keys = list(self._dirty)
+        windows = -(-len(keys) // WINDOW)
+        gap = self.pace * SPREAD / windows if windows > 1 else 0.0
+        for start in range(0, len(keys), WINDOW):
+            if start and gap:
+                with contextlib.suppress(TimeoutError):  # a quality change does not wait
+                    await asyncio.wait_for(self._urgent_wake.wait(), gap)
+            window = [k for k in keys[start : start + WINDOW] if k in self._dirty]
+            for k in window:
                 del self._dirty[k]
-            await self._send([self._latest[k] for k in keys], requeue_urgent=False)
+            await self._send([self._latest[k] for k in window], requeue_urgent=False, qos=self.qos)
             await self._drain_urgent()  # a quality change that came meanwhile goes first
 
-    async def _send(self, batch: list[Reading], *, requeue_urgent: bool) -> None:
+    async def _send(self, batch: list[Reading], *, requeue_urgent: bool, qos: int) -> None:
         """Hand a batch to paho's queue (no await per message). On a refusal (no connection,
         queue full) the rest of the batch is kept, in order, for the next round."""
         publish = self.hub.publish_nowait
@@ -227,7 +249,7 @@ class StatePublisher:
         now = time.monotonic()
         for i, r in enumerate(batch):
             try:
-                publish(point(r.device, r.point), dumps(r.as_payload()), qos=self.qos, retain=True)
+                publish(point(r.device, r.point), dumps(r.as_payload()), qos=qos, retain=True)
             except NotConnected:
                 failed = batch[i:]
                 self.counters.errors += 1

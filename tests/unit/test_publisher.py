@@ -17,6 +17,8 @@ class FakeHub:
         self.connected = asyncio.Event()
         self.connected.set()
         self.sent: list[tuple[str, dict]] = []
+        self.qos: list[int] = []
+        self.times: list[float] = []  # loop time of each hand-over
         self.fail = False
 
     def publish_nowait(
@@ -26,14 +28,16 @@ class FakeHub:
             raise NotConnected("down")
         assert retain
         self.sent.append((topic, json.loads(payload)))
+        self.qos.append(qos)
+        self.times.append(asyncio.get_running_loop().time())
 
 
 def r(value: float | None, quality: Quality = Quality.GOOD, point: str = "p") -> Reading:
     return Reading("d", point, value, quality)
 
 
-async def settle(pub: StatePublisher) -> None:
-    for _ in range(200):
+async def settle(pub: StatePublisher, timeout: float = 1.0) -> None:
+    for _ in range(int(timeout / 0.005)):
         await asyncio.sleep(0.005)
         if pub.backlog == 0:
             await asyncio.sleep(0.01)
@@ -185,4 +189,75 @@ async def test_updates_go_in_paced_rounds_but_quality_changes_do_not_wait() -> N
     assert hub.sent[-1][1]["quality"] == "stale"
     assert asyncio.get_running_loop().time() - start < 1.0
     await settle(pub)
+    task.cancel()
+
+
+async def test_ordinary_updates_at_the_point_qos_quality_changes_at_qos_1() -> None:
+    hub = FakeHub()
+    pub = StatePublisher(hub, Topics("f"), pace=0.05)  # type: ignore[arg-type]
+    assert pub.qos == 0  # the default: retained state that the next round corrects
+    task = await run_pub(pub)
+    pub.offer(r(1.0))  # the first value of a point: a quality change (none -> good)
+    await settle(pub)
+    pub.offer(r(2.0))
+    await settle(pub)
+    pub.offer(r(None, Quality.BAD))
+    await settle(pub)
+    task.cancel()
+    assert [(m["value"], m["quality"]) for _, m in hub.sent] == [
+        (1.0, "good"),
+        (2.0, "good"),
+        (None, "bad"),
+    ]
+    assert hub.qos == [1, 0, 1]
+
+
+async def test_a_round_is_spread_over_the_interval_and_a_quality_change_cuts_in() -> None:
+    hub = FakeHub()
+    pub = StatePublisher(hub, Topics("f"), pace=2.0)  # type: ignore[arg-type]
+    task = await run_pub(pub)
+    points = [f"p{i}" for i in range(100)]  # 5 windows of 20
+    for p in points:
+        pub.offer(r(0.0, point=p))  # first values: quality changes, at once, not a round
+    await settle(pub)
+    hub.sent.clear()
+    hub.times.clear()
+    for p in points:
+        pub.offer(r(1.0, point=p))
+    await asyncio.sleep(0.05)  # inside the round (1 s): its first window went out, not all
+    assert 20 <= len(hub.sent) < 100
+    pub.offer(r(None, Quality.STALE, point="p99"))  # a quality change does not wait for the round
+    await asyncio.sleep(0.05)
+    assert any(m["quality"] == "stale" for _, m in hub.sent)
+    assert len(hub.sent) < 100
+    await settle(pub, timeout=5.0)
+    task.cancel()
+    good = [t for (_, m), t in zip(hub.sent, hub.times, strict=True) if m["quality"] == "good"]
+    # p99's window carries its newest reading, the stale one, which went out already
+    assert len(good) == 99
+    # the windows are spread over about SPREAD x pace = 1 s: 4 pauses of 0.25 s, the first cut
+    # short by the quality change
+    assert good[-1] - good[0] >= 0.5
+
+
+async def test_a_point_moving_during_its_round_waits_for_the_next() -> None:
+    hub = FakeHub()
+    pub = StatePublisher(hub, Topics("f"), pace=1.0)  # type: ignore[arg-type]
+    task = await run_pub(pub)
+    points = [f"p{i}" for i in range(60)]  # 3 windows, 0.17 s apart
+    for p in points:
+        pub.offer(r(0.0, point=p))
+    await settle(pub)
+    hub.sent.clear()
+    for p in points:
+        pub.offer(r(1.0, point=p))
+    await asyncio.sleep(0.01)  # the first window (p0..p19) is out
+    pub.offer(r(2.0, point="p0"))  # moves again: not in this round
+    pub.offer(r(2.0, point="p59"))  # not sent yet: its window takes the newest value
+    await settle(pub, timeout=5.0)
+    first = hub.sent[:60]
+    assert [m["point"] for _, m in first] == points
+    assert {m["point"]: m["value"] for _, m in first}["p59"] == 2.0
+    rest = hub.sent[60:]
+    assert [(m["point"], m["value"]) for _, m in rest] == [("p0", 2.0)]
     task.cancel()
