@@ -18,7 +18,9 @@ Objective, one solve with tiered weights (docs/planning.md, "Objective"):
 ``W1 * (weighted tardiness + soft penalties + moves) + W2 * makespan + changeover``, with the
 makespan and the changeover time in ticks and ``W2``, ``W1`` larger than the largest possible
 value of everything below them, so the order is strictly lexicographic. One solve keeps the
-whole time budget for one search (two cores), and the hint stays valid for it.
+whole time budget for one search (two cores), and the hint stays valid for it. Only the ends
+that can be last carry the makespan, tardiness and deadline constraints, and the makespan has
+the load bound of the last shifts as a lower bound (both in :mod:`floorctl.scheduler.bounds`).
 """
 
 from __future__ import annotations
