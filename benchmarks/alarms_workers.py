@@ -373,55 +373,6 @@ def ms(p: dict[str, float]) -> dict[str, float]:
 # --- patched daemon (experiments) -------------------------------------------------------------
 
 
-def _patch_inflight() -> None:
-    """No limit on unacknowledged QoS 1 messages (paho's default is 20), so an alarm is not
-    held behind a point-state round waiting for PUBACKs. The proposed fix: pass
-    ``max_inflight_messages`` in ``MqttHub._make_client``."""
-    from floorctl.hubs import mqtt
-
-    make = mqtt.MqttHub._make_client
-
-    def _make_client(self: Any) -> Any:
-        client = make(self)
-        client._client.max_inflight_messages_set(0)  # 0: no limit
-        return client
-
-    mqtt.MqttHub._make_client = _make_client  # type: ignore[method-assign]
-
-
-def _patch_storewake() -> None:
-    """The store writer wakes every 20 ms and drains its queue without blocking, instead of a
-    blocking ``get`` that each ``put`` of the event loop wakes (a GIL hand-over per reading).
-    The proposed fix: an Event set by a full batch, a submission or the stop."""
-    import queue
-
-    from floorctl.store import writer
-
-    def _take(self: Any) -> list[Any]:
-        items: list[Any] = []
-        deadline = time.monotonic() + self.flush_interval
-        while True:
-            while len(items) < self.batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                items.append(item)
-                if item is writer._STOP:
-                    while True:
-                        try:
-                            items.append(self._queue.get_nowait())
-                        except queue.Empty:
-                            return items
-                if item[0] == "submit":
-                    return items
-            if len(items) >= self.batch or time.monotonic() >= deadline:
-                return items
-            time.sleep(0.02)
-
-    writer.StoreWriter._take = _take  # type: ignore[method-assign]
-
-
 def _patch_slowlog() -> None:
     """Diagnosis, not a fix: every event-loop callback that takes 5 ms or more is written, with
     its wall time and what it was, to ``$FLOORCTL_SLOWLOG`` (default ``slow-callbacks.log`` in
@@ -445,13 +396,36 @@ def _patch_slowlog() -> None:
             "".join(line + "\n" for line in slow)
         )
 
+    import gc
+
+    gc_started = [0.0]
+
+    def gc_timer(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+            return
+        took = time.perf_counter() - gc_started[0]
+        if took >= 0.002:
+            slow.append(
+                f"{time.time():.3f} {took * 1000:.1f} ms gc generation {info['generation']}"
+                f" collected {info['collected']} ({threading.current_thread().name})"
+            )
+
+    gc.callbacks.append(gc_timer)
     asyncio.events.Handle._run = _run  # type: ignore[method-assign]
     atexit.register(dump)
 
 
+def _patch_gc() -> None:
+    """Experiment: the garbage collector's thresholds from ``$FLOORCTL_GC`` ("700,10,10")."""
+    import gc
+
+    a, b, c = (int(x) for x in os.environ.get("FLOORCTL_GC", "700,10,10").split(","))
+    gc.set_threshold(a, b, c)
+
+
 PATCHES = {
-    "inflight": _patch_inflight,
-    "storewake": _patch_storewake,
+    "gc": _patch_gc,
     "slowlog": _patch_slowlog,
 }
 
