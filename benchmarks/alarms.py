@@ -788,12 +788,12 @@ def time_writer(path: Path, readings: list[Any]) -> dict[str, Any]:
 
 
 def run_store(p: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    from floorctl.store.db import _reading_row
+    from floorctl.store.db import reading_row
 
     sdir = workdir / "store"
     sdir.mkdir(parents=True, exist_ok=True)
     readings = make_readings(p["store_readings"], p["devices"], p["fields"])
-    reading_rows = [_reading_row(r) for r in readings]
+    reading_rows = [reading_row(r) for r in readings]
     transitions = make_transitions(p["store_alarms"])
     alarm_rows = [
         (

@@ -373,6 +373,10 @@ def ms(p: dict[str, float]) -> dict[str, float]:
 # --- patched daemon (experiments) -------------------------------------------------------------
 
 
+def _first_str(t: tuple[Any, ...]) -> str:
+    return t[0] if t and isinstance(t[0], str) else ""
+
+
 def _patch_slowlog() -> None:
     """Diagnosis, not a fix: every event-loop callback that takes 5 ms or more is written, with
     its wall time and what it was, to ``$FLOORCTL_SLOWLOG`` (default ``slow-callbacks.log`` in
@@ -385,11 +389,12 @@ def _patch_slowlog() -> None:
     slow: list[str] = []
 
     def _run(self: Any) -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         run(self)
         took = time.perf_counter() - t0
         if took >= 0.005:
-            slow.append(f"{time.time():.3f} {took * 1000:.1f} ms {self!r:.300}")
+            cpu = (time.thread_time() - c0) * 1000
+            slow.append(f"{time.time():.3f} {took * 1000:.1f} ms cpu {cpu:.1f} ms {self!r:.300}")
 
     def dump() -> None:
         Path(os.environ.get("FLOORCTL_SLOWLOG", "slow-callbacks.log")).write_text(
@@ -398,17 +403,38 @@ def _patch_slowlog() -> None:
 
     import gc
 
-    gc_started = [0.0]
+    gc_started = [0.0, 0.0]
+
+    census = [0]
 
     def gc_timer(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            gc_started[0] = time.perf_counter()
+            if info["generation"] >= 1 and os.environ.get("FLOORCTL_GC_CENSUS"):
+                census[0] += 1
+                if census[0] % 25 == 0:  # which objects a pass walks, now and then
+                    import collections
+
+                    gen = info["generation"]
+                    kinds = collections.Counter(
+                        type(o).__qualname__ for g in range(gen + 1) for o in gc.get_objects(g)
+                    )
+                    slow.append(f"census gen{gen}: {sum(kinds.values())} {kinds.most_common(12)}")
+                    shapes = collections.Counter(
+                        (len(o), *(type(x).__name__ for x in o[:4]), _first_str(o))
+                        for g in range(gen + 1)
+                        for o in gc.get_objects(g)
+                        if type(o) is tuple
+                    )
+                    slow.append(f"census tuples: {shapes.most_common(8)}")
+            gc_started[:] = [time.perf_counter(), time.thread_time()]
             return
         took = time.perf_counter() - gc_started[0]
+        cpu = time.thread_time() - gc_started[1]  # without the time the thread was off the CPU
         if took >= 0.002:
             slow.append(
                 f"{time.time():.3f} {took * 1000:.1f} ms gc generation {info['generation']}"
-                f" collected {info['collected']} ({threading.current_thread().name})"
+                f" collected {info['collected']} cpu {cpu * 1000:.1f} ms"
+                f" ({threading.current_thread().name})"
             )
 
     gc.callbacks.append(gc_timer)

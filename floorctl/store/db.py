@@ -278,10 +278,14 @@ def _db_value(value: Any) -> Any:
     return value
 
 
-def _reading_row(r: Reading) -> tuple[Any, ...]:
+def reading_row(r: Reading) -> tuple[Any, ...]:
+    """The ``readings`` row of a reading: plain values only, so a queued row is a tuple the
+    garbage collector stops tracking (the daemon queues rows, not Reading objects). Ids are
+    made plain ``str``: an instance of a str subclass (config's ``Ident``) is a tracked object,
+    and a tuple holding one stays tracked."""
     return (
-        r.device,
-        r.point,
+        str(r.device),
+        str(r.point),
         _db_value(r.value),
         r.unit,
         Quality(r.quality).value,
@@ -401,7 +405,10 @@ class Store:
 
     def write_readings(self, readings: Iterable[Reading]) -> int:
         """Insert readings in one transaction; returns how many were written."""
-        rows = [_reading_row(r) for r in readings]
+        return self.write_reading_rows([reading_row(r) for r in readings])
+
+    def write_reading_rows(self, rows: list[tuple[Any, ...]]) -> int:
+        """Insert rows made by :func:`reading_row` in one transaction."""
         with self.transaction() as c:
             c.executemany(
                 "INSERT INTO readings (device, point, value, unit, quality, detail, source_time, "
