@@ -170,7 +170,6 @@ class MqttConnection:
     client_id: str | None = None
     keepalive: Duration = Duration(30.0)
     clean_session: bool = False  # persistent session: QoS 1 data queued while we reconnect
-    qos: int = 1
     max_queued_incoming: PositiveInt = PositiveInt(10000)
     reconnect_max: Duration = Duration(30.0)
 
@@ -497,6 +496,11 @@ def make_converter() -> cattrs.Converter:
 
 CONVERTER = make_converter()
 
+#: keys that were moved elsewhere: the error says where
+MOVED_KEYS: dict[tuple[str, str], str] = {
+    ("MqttConnection", "qos"): "unknown key: the QoS of point state is [floor] point_qos now",
+}
+
 
 def structure_errors(exc: BaseException, path: PathT = ()) -> Iterator[tuple[PathT, str]]:
     """Flatten a cattrs validation error into (key path, message) pairs."""
@@ -513,7 +517,8 @@ def structure_errors(exc: BaseException, path: PathT = ()) -> Iterator[tuple[Pat
             yield from structure_errors(sub, path)
     elif isinstance(exc, ForbiddenExtraKeysError):
         for key in sorted(exc.extra_fields):
-            yield (*path, key), "unknown key"
+            moved = MOVED_KEYS.get((getattr(exc.cl, "__name__", ""), key))
+            yield (*path, key), moved or "unknown key"
     elif isinstance(exc, KeyError):
         yield path, "required key is missing"
     else:
@@ -960,8 +965,6 @@ def _check(
     room_ids = {r.id for _, r in rooms} | set(_raw_ids(expanded, "room", "id"))
 
     for i, c in mqtt:
-        if c.qos not in (0, 1, 2):
-            problems.add(("mqtt", i, "qos"), f"qos must be 0, 1 or 2, got {c.qos}")
         if (c.cert_file is None) != (c.key_file is None):
             problems.add(("mqtt", i), "cert_file and key_file go together")
         if not c.tls and (c.ca_file or c.cert_file or c.tls_insecure):

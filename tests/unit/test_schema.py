@@ -224,7 +224,7 @@ def test_ranges_come_from_the_converter_hooks(schema):
         "minimum": 0,
         "maximum": 65535,
     }
-    assert _integer(_prop(schema, "MqttConnection", "qos")) == {"type": "integer"}
+    assert _integer(_prop(schema, "FloorConfig", "point_qos")) == {"type": "integer"}
 
 
 def test_enums(schema):
@@ -284,7 +284,8 @@ def test_ident_pattern_agrees_with_the_loader(schema, text):
 
 def test_env_references_are_accepted_for_numbers_and_booleans(validator):
     data = {
-        "mqtt": [{"name": "m", "port": "${PORT:-1883}", "tls": "${TLS}", "qos": "${QOS:-1}"}],
+        "floor": {"point_qos": "${QOS:-1}"},
+        "mqtt": [{"name": "m", "port": "${PORT:-1883}", "tls": "${TLS}"}],
         "device": [
             {
                 "id": "d",
