@@ -7,6 +7,7 @@ import datetime as dt
 
 import attrs
 import pytest
+from ortools.sat.python import cp_model
 
 from floorctl.scheduler import (
     Assignment,
@@ -28,6 +29,7 @@ from floorctl.scheduler import (
     solve,
     with_room_outages,
 )
+from floorctl.scheduler.model import TIMING_ONLY_IGNORED_SUBSOLVERS
 from floorctl.scheduler.schedule import dumps, schedule_from_dict
 
 EPOCH = dt.datetime(2025, 3, 3, 6, 0, tzinfo=dt.UTC)
@@ -97,6 +99,47 @@ def test_rcpsp_known_optimum_is_proved():
     assert r.objective.makespan == 9 and r.objective.value == 9
     assert check(p, r.schedule) == []
     assert r.timings.first_solution is not None
+
+
+def test_portfolio_follows_the_model_class():
+    # start times are the only decisions: CP-SAT runs only its scheduling neighbourhoods
+    # beside the full search (model.TIMING_ONLY_IGNORED_SUBSOLVERS)
+    rcpsp = problem(
+        [
+            op("p/a", 3, req("R1", "R1")),
+            op("p/b", 4, req("R1", "R1", demand=2)),
+            op("p/d", 2, req("R2", "R2"), req("R1", "R1")),
+        ],
+        [Resource("R1", capacity=2), Resource("R2")],
+        [Precedence("p/a", "p/d")],
+    )
+    r = solve(rcpsp, FAST)
+    assert r.status is Status.OPTIMAL and r.objective.makespan == 9
+    solver = cp_model.CpSolver()
+    solver.parameters.merge_text_format(r.parameters)
+    assert list(solver.parameters.ignore_subsolvers) == list(TIMING_ONLY_IGNORED_SUBSOLVERS)
+    assert solver.parameters.max_time_in_seconds == FAST.time_limit  # merged, not replaced
+    # reproducible mode (interleaved search) stays byte-identical with the narrower portfolio
+    opts = SolveOptions(time_limit=1, workers=2, reproducible=True)
+    docs = [dumps(schedule_to_dict(solve(rcpsp, opts).schedule, rcpsp)) for _ in range(2)]
+    assert docs[0] == docs[1]
+
+    # a choice between two machines, or a changeover sequence: the default portfolio
+    choice = problem(
+        [op("b1/x", 10, req("m", "M1", "M2")), op("b2/x", 10, req("m", "M1", "M2"))],
+        [Resource("M1"), Resource("M2")],
+    )
+    assert "ignore_subsolvers" not in solve(choice, FAST).parameters
+    seq = problem(
+        [op("b1/x", 10, req("m", "M1")), op("b2/x", 10, req("m", "M1"))],
+        [Resource("M1", ResourceKind.UNIT)],
+        changeovers=(Changeover("*", "*", 5, ("M1",)),),
+    )
+    assert "ignore_subsolvers" not in solve(seq, FAST).parameters
+    # replanning (move penalties): the default portfolio too
+    previous = solve(rcpsp, FAST).schedule
+    replan = solve(rcpsp, attrs.evolve(FAST, now=0), previous=previous)
+    assert "ignore_subsolvers" not in replan.parameters
 
 
 def test_dag_with_max_lag_optimum():
