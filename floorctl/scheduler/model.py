@@ -723,7 +723,7 @@ SEQUENCE_FREE_LINEARIZATION = 2
 #: pump take that thread's time from the three scheduling neighbourhoods (intervals,
 #: precedences, time window) that improve such schedules. On the hardest j60 instances
 #: (j6013_6, j6045_4, j6045_5, j6045_7; 10 s, 2 workers, 4-6 seeds each) the mean gap to the
-#: best-known fell from 3.00 % to 2.18 % (plain CP-SAT model 3.60 %), and j3029_8 reached its
+#: best-known fell from 3.00 % to 2.18 % (plain CP-SAT model 3.47 %), and j3029_8 reached its
 #: optimum in 4 of 4 seeds against 3 of 6. On a 60-batch plan without changeovers, which
 #: has choices among rooms, units and staff, the default portfolio found the optimum in both
 #: seeds and this one in one of two: so models with choices keep the default
