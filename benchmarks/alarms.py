@@ -1052,7 +1052,7 @@ def parse_levels(_ctx: Any, _param: Any, value: str) -> list[int]:
     "patches",
     default="",
     help="Experiment: run the daemon with proposed fixes or diagnoses patched in "
-    "(alarms_workers.PATCHES: slowlog), comma-separated.",
+    "(alarms_workers.PATCHES: slowlog, cycles, gc), comma-separated.",
 )
 @click.option(
     "--nodelay/--nagle",
@@ -1083,7 +1083,7 @@ def main(
     nodelay: bool,
     py_spy_dir: Path | None,
 ) -> None:
-    known = ("slowlog", "gc")
+    known = ("slowlog", "cycles", "gc")
     for name in (x.strip() for x in patches.split(",") if x.strip()):
         if name not in known:
             raise click.BadParameter(f"{name!r}: known patches are {', '.join(known)}",
